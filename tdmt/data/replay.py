@@ -1,0 +1,153 @@
+"""Per-task ("hierarchical", KTM-DRL §3.2) replay: one ring of ``capacity_per_task`` transitions per task.
+
+Storage is a single TensorDict of batch size ``[K, C]`` (in memory or memory-mapped); ``extend`` routes every
+transition to the ring of its ``task_id`` with one scatter, ``sample`` gathers ``[K, N]`` with one index.
+Written by hand because TorchRL's ``ReplayBufferEnsemble`` samples its K buffers in a Python loop and stacks
+them (see ``benchmarks/env_throughput.py`` for the comparison), and TorchRL writers keep one cursor per storage,
+not one per task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+STORAGES = ("memory", "memmap")
+
+
+class PerTaskReplayBuffer:
+    """``sample()`` returns a TensorDict ``[K, N]`` whose row k holds N transitions of task k only.
+
+    Args:
+        num_tasks: K.
+        capacity_per_task: C, the ring size of each task.
+        batch_size_per_task: N, transitions drawn per task by :meth:`sample`.
+        storage: ``"memory"`` or ``"memmap"`` (files under ``scratch_dir``, or a temporary folder).
+        task_key: the key that routes each transition to its task.
+    """
+
+    def __init__(self, num_tasks: int, capacity_per_task: int, batch_size_per_task: int, *,
+                 storage: str = "memory", scratch_dir: str | os.PathLike | None = None, task_key: str = "task_id"):
+        if storage not in STORAGES:
+            raise ValueError(f"unknown storage {storage!r}; valid: {list(STORAGES)}")
+        for name, value in (("num_tasks", num_tasks), ("capacity_per_task", capacity_per_task),
+                            ("batch_size_per_task", batch_size_per_task)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.num_tasks, self.capacity, self.batch_size = num_tasks, capacity_per_task, batch_size_per_task
+        self.storage_kind, self.scratch_dir, self.task_key = storage, scratch_dir, task_key
+        self._data: TensorDictBase | None = None
+        self._cursor = torch.zeros(num_tasks, dtype=torch.long)
+        self._size = torch.zeros(num_tasks, dtype=torch.long)
+
+    # ------------------------------------------------------------------ writing
+    def _allocate(self, example: TensorDictBase) -> None:
+        template = example.clone().zero_().expand(self.num_tasks, self.capacity)
+        if self.storage_kind == "memory":
+            self._data = template.clone()
+        else:
+            prefix = self.scratch_dir or tempfile.mkdtemp(prefix="tdmt-replay-")
+            self._data = template.memmap_like(prefix=prefix, existsok=True)
+
+    def extend(self, td: TensorDictBase) -> None:
+        """Add transitions with any leading batch shape; each goes to the ring of its ``task_id``."""
+        flat = td.reshape(-1)
+        if flat.numel() == 0:
+            return
+        if self.task_key not in flat.keys():
+            raise KeyError(f"transitions need a {self.task_key!r} entry to be routed to their task")
+        tid = flat.get(self.task_key).reshape(-1).long()
+        lo, hi = int(tid.min()), int(tid.max())
+        if lo < 0 or hi >= self.num_tasks:
+            raise ValueError(f"{self.task_key} out of range [0, {self.num_tasks}): got values from {lo} to {hi}")
+        if self._data is None:
+            self._allocate(flat[0])
+        counts = torch.bincount(tid, minlength=self.num_tasks)
+        order = torch.argsort(tid, stable=True)
+        tid_sorted = tid[order]
+        rank = torch.arange(tid.numel()) - (torch.cumsum(counts, 0) - counts)[tid_sorted]
+        # When one call brings more than C transitions of a task, only its last C survive the ring.
+        keep = rank >= (counts[tid_sorted] - self.capacity)
+        order, tid_sorted, rank = order[keep], tid_sorted[keep], rank[keep]
+        pos = (self._cursor[tid_sorted] + rank) % self.capacity
+        self._data[tid_sorted, pos] = flat[order].to(self._data.device)
+        self._cursor = (self._cursor + counts) % self.capacity
+        self._size = torch.clamp(self._size + counts, max=self.capacity)
+
+    # ------------------------------------------------------------------ reading
+    def num_transitions(self, task: int | None = None) -> int:
+        """Transitions stored for ``task`` (all tasks when ``None``)."""
+        if task is None:
+            return int(self._size.sum())
+        if not 0 <= task < self.num_tasks:
+            raise ValueError(f"task {task} out of range [0, {self.num_tasks})")
+        return int(self._size[task])
+
+    def __len__(self) -> int:
+        return self.num_transitions()
+
+    def sample(self, batch_size_per_task: int | None = None) -> TensorDictBase:
+        """``[K, N]`` TensorDict, row k drawn uniformly (with replacement) from task k's ring."""
+        n = batch_size_per_task or self.batch_size
+        empty = (self._size == 0).nonzero().flatten().tolist()
+        if empty:
+            raise RuntimeError(f"cannot sample: tasks {empty} have no transitions yet "
+                               f"(stored per task: {self._size.tolist()})")
+        idx = (torch.rand(self.num_tasks, n) * self._size[:, None]).long()
+        rows = torch.arange(self.num_tasks)[:, None].expand(self.num_tasks, n)
+        return self._data[rows, idx]
+
+    def task_data(self, task: int) -> TensorDictBase:
+        """Every stored transition of ``task`` (in storage order)."""
+        return self._data[task, : self.num_transitions(task)]
+
+    # ------------------------------------------------------------------ persistence
+    def _meta(self) -> dict:
+        return {"num_tasks": self.num_tasks, "capacity_per_task": self.capacity, "cursor": self._cursor.tolist(),
+                "size": self._size.tolist()}
+
+    def dumps(self, path: str | os.PathLike) -> None:
+        """Write the buffer to the folder ``path`` (atomically: a temporary folder renamed at the end)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if self._data is not None:
+            self._data.memmap(tmp / "storage", copy_existing=True)
+        (tmp / "meta.json").write_text(json.dumps(self._meta()))
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+
+    def loads(self, path: str | os.PathLike) -> None:
+        """Restore what :meth:`dumps` wrote; the buffer must have the same K and capacity."""
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{path} holds no saved replay buffer (missing meta.json)")
+        meta = json.loads(meta_file.read_text())
+        if (meta["num_tasks"], meta["capacity_per_task"]) != (self.num_tasks, self.capacity):
+            raise ValueError(f"buffer saved with num_tasks={meta['num_tasks']}, capacity_per_task="
+                             f"{meta['capacity_per_task']}; this buffer has num_tasks={self.num_tasks}, "
+                             f"capacity_per_task={self.capacity}")
+        if (path / "storage").exists():
+            saved = TensorDict.load_memmap(path / "storage")
+            if self.storage_kind == "memory":
+                self._data = saved.clone()
+            else:
+                self._allocate(saved[0, 0])
+                self._data.update_(saved)
+        else:
+            self._data = None
+        self._cursor = torch.tensor(meta["cursor"], dtype=torch.long)
+        self._size = torch.tensor(meta["size"], dtype=torch.long)
