@@ -1,0 +1,27 @@
+"""One training loop per method. Each module ``tdmt.algos.<name>`` exposes ``Config`` (a dataclass with the
+paper's defaults and a ``run_dir`` field) and ``run(cfg) -> dict`` (trains, resumes from ``run_dir`` if it holds
+checkpoints, writes results, returns the summary). Recipes and the sweep launcher find them by name here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+RECIPES: dict[str, str] = {
+    "train_teachers": "tdmt.algos.teachers",
+    "ktm_drl": "tdmt.algos.ktm_drl",
+    "td3_mt": "tdmt.algos.td3_mt",
+    "sac_mt": "tdmt.algos.sac_mt",
+    "ctpg": "tdmt.algos.ctpg",
+    "a2c_multitask": "tdmt.algos.a2c_multitask",
+    "distill_kl": "tdmt.algos.distill_kl",
+    "finetune": "tdmt.algos.finetune",
+}
+
+
+def get_recipe(name: str) -> ModuleType:
+    """The module of recipe ``name`` (with ``Config`` and ``run``)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; valid: {sorted(RECIPES)}")
+    return importlib.import_module(RECIPES[name])
