@@ -11,7 +11,8 @@ from tdmt.envs.variants import register_all
 register_all()
 # Meta-World's observation space has equal bounds on padded goal dims and is exceeded by design; gymnasium's
 # checker warns on every reset. The warning says nothing actionable, so it is silenced here.
-warnings.filterwarnings("ignore", message=".*(is not within the observation space|maximum and minimum values are equal).*")
+warnings.filterwarnings(
+    "ignore", message=".*(is not within the observation space|maximum and minimum values are equal).*")
 
 __all__ = [
     "MultiTaskEnv", "PadAction", "PadObservation", "PadSpaces", "Suite", "TaskIdTransform", "TaskSpec",
