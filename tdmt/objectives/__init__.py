@@ -1,0 +1,3 @@
+from tdmt.objectives.multitask_sac import MultiTaskSACLoss
+
+__all__ = ["MultiTaskSACLoss"]

@@ -1,0 +1,324 @@
+"""Multi-task SAC (CTPG §3 Eq. 2–4 and App. F.2; DESIGN §6) as a TorchRL ``LossModule``.
+
+API summary
+-----------
+``MultiTaskSACLoss(actor, qvalue, action_mask=M)`` with ``M = tdmt.envs.action_masks(act_dims, act_max)`` ``[K, A]``:
+
+* ``loss(td)`` on a replay batch (any batch shape, usually ``[K, N]``; rows are routed to their task by ``task_id``)
+  returns a TensorDict with ``loss_actor``, ``loss_qvalue``, ``loss_alpha`` (per task ``[K]`` with
+  ``reduction="none"``, the default), and detached diagnostics ``alpha``, ``entropy``, ``task_weight``,
+  ``task_kept`` (``[K]``). ``loss_actor``/``loss_qvalue`` already carry the rescaling weight ``w_i`` and the
+  mask-out, so ``loss_x.mean()`` is the paper's total loss and the ``[K]`` vector is what ``tdmt.optim.PCGrad``
+  takes. Call ``loss.set_env_steps(step)`` so the mask-out knows when it starts.
+* Works with ``SoftUpdate(loss, tau=...)``, ``loss.make_value_estimator(ValueEstimators.TD0, gamma=...)`` and
+  ``loss.set_keys(...)`` (keys: action, task_id, value, state_action_value, reward, done, terminated, priority).
+* For callers that need the pieces (CTPG guide, QMP): ``loss.alpha`` (``[K]``), ``loss.sample_log_prob(td,
+  policy_task_id=j)`` (a ~ π_j(·|s) and log π_j(a|s) on any rows), ``loss.log_prob(td, action, policy_task_id=j)``,
+  ``loss.q_values(td)`` (``[num_q, *batch]``, current critics) and ``loss.min_q(td)``.
+
+Equations (task i = the row's ``task_id``; ``m_i`` its action mask; ``ã ~ π(·|s)`` a TanhNormal sample):
+
+* ``log π(ã|s) = Σ_d m_i[d] (log N(u_d; μ_d, σ_d) - log(1 - tanh(u_d)²))``: padded dims count for nothing
+  (DESIGN §2); the critic always receives ``g^i(a) = a ⊙ m_i``.
+* critic: ``y = r + γ (1 - terminated) [min_j Q'_j(s', g^i(ã')) - α_i log π(ã'|s')]``,
+  ``L_Q,i = mean_n Σ_j (Q_j(s, a) - y)²`` (Eq. 3).
+* actor: ``L_π,i = mean_n [α_i log π(ã|s) - min_j Q_j(s, g^i(ã))]`` (Eq. 2).
+* temperature: ``L_α,i = -mean_n log α_i (log π(ã|s) + H̄_i)`` with ``H̄_i = -act_i`` (Eq. 4), one ``log α`` per task.
+* loss rescaling (Yang et al. 2020, CTPG Eq. 21): ``w = K · softmax(-log α)`` (detached), applied to L_Q and L_π.
+* mask-out of extreme tasks (CTPG App. F.2, PaCo): once ``env_steps ≥ mask_out_start``, a task whose critic or
+  actor loss magnitude exceeds ``mask_out_threshold`` is dropped from L_Q and L_π (its temperature loss stays:
+  it is per task and shares nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
+from tensordict.utils import NestedKey
+from torch import Tensor, nn
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives.common import LossModule
+from torchrl.objectives.utils import ValueEstimators, _vmap_func, dispatch_value_estimator, distance_loss
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def loss_rescaling_weights(log_alpha: Tensor) -> Tensor:
+    """``w_i = K · softmax(-log α)_i`` (CTPG Eq. 21): tasks with a small temperature (not yet mastered) weigh more.
+
+    The weights sum to K and carry no gradient.
+    """
+    log_alpha = log_alpha.detach()
+    return log_alpha.numel() * torch.softmax(-log_alpha, dim=-1)
+
+
+def extreme_task_mask(task_losses: Tensor, env_steps: int, threshold: float, start: int) -> Tensor:
+    """``True`` for tasks to keep: after ``start`` env steps, a task is dropped when ``|loss| > threshold``.
+
+    ``task_losses`` is ``[K]`` or ``[L, K]`` (several losses: a task is dropped if any of them is extreme).
+    """
+    if env_steps < start:
+        return torch.ones(task_losses.shape[-1], dtype=torch.bool, device=task_losses.device)
+    extreme = task_losses.detach().abs() > threshold
+    if extreme.dim() > 1:
+        extreme = extreme.any(0)
+    return ~extreme
+
+
+def per_task_mean(values: Tensor, task_id: Tensor, num_tasks: int) -> Tensor:
+    """Mean of ``values`` over the rows of each task (``values`` and ``task_id`` share their shape) → ``[K]``.
+
+    Tasks absent from the batch get 0.
+    """
+    tid = task_id.reshape(-1)
+    sums = torch.zeros(num_tasks, dtype=values.dtype, device=values.device).index_add(0, tid, values.reshape(-1))
+    counts = torch.bincount(tid, minlength=num_tasks).clamp_min(1).to(values.dtype)
+    return sums / counts
+
+
+def masked_tanh_normal_log_prob(dist, preimage: Tensor, action: Tensor, mask: Tensor) -> Tensor:
+    """``Σ_d mask_d log p_d(action_d)`` for a TanhNormal whose pre-tanh value is ``preimage``."""
+    per_dim = dist.root_dist.log_prob(preimage) - dist.transforms[0].log_abs_det_jacobian(preimage, action)
+    return (per_dim * mask).sum(-1)
+
+
+class MultiTaskSACLoss(LossModule):
+    """Multi-task SAC with one temperature per task, masked log-probs, rescaling and mask-out (module docstring).
+
+    Args:
+        actor_network: a ``ProbabilisticActor`` with a ``TanhNormal`` distribution reading ``observation`` and
+            ``task_id`` (see ``tdmt.modules.backbones``).
+        qvalue_network: a ``TensorDictModule`` writing ``state_action_value``; expanded to ``num_qvalue_nets``
+            independently initialised copies (twin critics).
+        action_mask: ``[K, act_max]`` float mask, 1 on each task's real action dims.
+        num_qvalue_nets: number of critics (2: twin Q).
+        loss_function: critic distance (``"l2"``, ``"l1"``, ``"smooth_l1"``).
+        alpha_init: initial temperature of every task.
+        target_entropy: ``"auto"`` (``-act_i`` per task), one float for all tasks, or K floats.
+        mask_out_threshold, mask_out_start: the extreme-task mask-out (3000 and 100k env steps in CTPG/PaCo);
+            ``mask_out_threshold=math.inf`` turns it off.
+        loss_rescaling: apply ``w = K · softmax(-log α)``; ``False`` gives ``w = 1``.
+        delay_qvalue: keep target critics (updated by ``SoftUpdate``).
+        reduction: ``"none"`` → per-task losses ``[K]``; ``"mean"``/``"sum"`` over tasks.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Keys settable with ``set_keys``: the action, the task id that routes rows to tasks and masks, the
+        critic output, the value written for the estimator, the priority, and reward/done/terminated."""
+
+        action: NestedKey = "action"
+        task_id: NestedKey = "task_id"
+        value: NestedKey = "state_value"
+        state_action_value: NestedKey = "state_action_value"
+        priority: NestedKey = "td_error"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    default_value_estimator = ValueEstimators.TD0
+
+    actor_network: ProbabilisticTensorDictSequential
+    qvalue_network: TensorDictModule
+    actor_network_params: TensorDictBase
+    qvalue_network_params: TensorDictBase
+    target_actor_network_params: TensorDictBase
+    target_qvalue_network_params: TensorDictBase
+
+    def __init__(self, actor_network: ProbabilisticTensorDictSequential, qvalue_network: TensorDictModule, *,
+                 action_mask: Tensor, num_qvalue_nets: int = 2, loss_function: str = "l2", alpha_init: float = 1.0,
+                 target_entropy: str | float | Sequence[float] = "auto", mask_out_threshold: float = 3000.0,
+                 mask_out_start: int = 100_000, loss_rescaling: bool = True, delay_qvalue: bool = True,
+                 reduction: str = "none") -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; valid: {list(REDUCTIONS)}")
+        if action_mask.dim() != 2:
+            raise ValueError(f"action_mask must be [K, act_max], got shape {tuple(action_mask.shape)}")
+        if alpha_init <= 0:
+            raise ValueError(f"alpha_init must be > 0, got {alpha_init}")
+        super().__init__()
+        self._in_keys = None
+        self.num_tasks = action_mask.shape[0]
+        self.num_qvalue_nets = num_qvalue_nets
+        self.loss_function, self.reduction, self.loss_rescaling = loss_function, reduction, loss_rescaling
+        self.mask_out_threshold, self.mask_out_start = float(mask_out_threshold), int(mask_out_start)
+        self.delay_qvalue = delay_qvalue
+        self.convert_to_functional(actor_network, "actor_network", create_target_params=False)
+        self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets,
+                                   create_target_params=delay_qvalue,
+                                   compare_against=list(actor_network.parameters()))
+        device = action_mask.device
+        self.register_buffer("action_mask", action_mask.float())
+        self.register_buffer("target_entropy", self._make_target_entropy(target_entropy, action_mask))
+        self.log_alpha = nn.Parameter(torch.full((self.num_tasks,), math.log(alpha_init), device=device))
+        self.register_buffer("env_steps", torch.zeros((), dtype=torch.long, device=device))
+        self._vmap_qnetworkN0 = _vmap_func(self.qvalue_network, (None, 0), randomness=self.vmap_randomness)
+
+    def _make_target_entropy(self, target_entropy: str | float | Sequence[float], mask: Tensor) -> Tensor:
+        if isinstance(target_entropy, str):
+            if target_entropy != "auto":
+                raise ValueError(f"target_entropy={target_entropy!r}: use 'auto', a float or {self.num_tasks} floats")
+            return -mask.sum(-1).float()
+        value = torch.as_tensor(target_entropy, dtype=torch.float32, device=mask.device)
+        if value.numel() not in (1, self.num_tasks):
+            raise ValueError(f"target_entropy has {value.numel()} values; expected 1 or K={self.num_tasks}")
+        return value.expand(self.num_tasks).clone()
+
+    # ------------------------------------------------------------------ TorchRL plumbing
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        if self._value_estimator is not None:
+            self._value_estimator.set_keys(value=self.tensor_keys.value, reward=self.tensor_keys.reward,
+                                           done=self.tensor_keys.done, terminated=self.tensor_keys.terminated)
+        self._in_keys = None
+
+    def make_value_estimator(self, value_type: ValueEstimators | None = None, **hyperparams):
+        """``TD0`` (default), ``TD1`` or ``TDLambda`` on the soft state value; pass ``gamma=``."""
+        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
+        if value_type is None:
+            return self
+        dispatch_value_estimator(
+            self, value_type, supported=(ValueEstimators.TD0, ValueEstimators.TD1, ValueEstimators.TDLambda),
+            tensor_keys={"value_target": "value_target", "value": self.tensor_keys.value,
+                         "reward": self.tensor_keys.reward, "done": self.tensor_keys.done,
+                         "terminated": self.tensor_keys.terminated},
+            value_network=None, **hp)
+        return self
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        if self._in_keys is None:
+            keys = {self.tensor_keys.action, self.tensor_keys.task_id, ("next", self.tensor_keys.reward),
+                    ("next", self.tensor_keys.done), ("next", self.tensor_keys.terminated),
+                    *self.actor_network.in_keys, *[("next", k) for k in self.actor_network.in_keys],
+                    *self.qvalue_network.in_keys}
+            self._in_keys = sorted(keys, key=str)
+        return self._in_keys
+
+    @property
+    def out_keys(self) -> list[str]:
+        return ["loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy", "task_weight", "task_kept"]
+
+    # ------------------------------------------------------------------ pieces other algorithms reuse
+    @property
+    def alpha(self) -> Tensor:
+        """Per-task temperatures ``α = exp(log α)``, ``[K]``, detached."""
+        return self.log_alpha.detach().exp()
+
+    def set_env_steps(self, step: int) -> None:
+        """Tell the loss how many env steps were taken (the mask-out starts at ``mask_out_start``)."""
+        self.env_steps.fill_(int(step))
+
+    def _mask_for(self, td: TensorDictBase) -> Tensor:
+        return self.action_mask[td.get(self.tensor_keys.task_id)]
+
+    def _policy_dist(self, td: TensorDictBase, policy_task_id: Tensor | int | None):
+        if policy_task_id is not None:
+            td = td.clone(False)
+            tid = td.get(self.tensor_keys.task_id)
+            td.set(self.tensor_keys.task_id, torch.as_tensor(policy_task_id, device=tid.device).expand_as(tid))
+        with set_exploration_type(ExplorationType.RANDOM), self.actor_network_params.to_module(self.actor_network):
+            return self.actor_network.get_dist(td)
+
+    def sample_log_prob(self, td: TensorDictBase, policy_task_id: Tensor | int | None = None
+                        ) -> tuple[Tensor, Tensor]:
+        """``a ~ π_j(·|s)`` (reparameterised) and ``log π_j(a|s)`` on the rows of ``td``.
+
+        ``j`` is ``policy_task_id`` (an int or a tensor broadcastable to ``task_id``) or, by default, the row's
+        own ``task_id``. The action is masked and the log-prob counts the dims of the row's own task (the env that
+        executes it). Shapes: action ``[*batch, act_max]``, log-prob ``[*batch]``.
+        """
+        dist = self._policy_dist(td, policy_task_id)
+        mask = self._mask_for(td)
+        preimage = dist.root_dist.rsample()
+        action = dist.transforms[0](preimage)
+        return action * mask, masked_tanh_normal_log_prob(dist, preimage, action, mask)
+
+    def log_prob(self, td: TensorDictBase, action: Tensor, policy_task_id: Tensor | int | None = None) -> Tensor:
+        """``log π_j(action|s)`` counting the row's own task dims (``j`` as in :meth:`sample_log_prob`)."""
+        dist = self._policy_dist(td, policy_task_id)
+        mask = self._mask_for(td)
+        eps = torch.finfo(action.dtype).resolution
+        clipped = action.clamp(-1 + eps, 1 - eps)
+        preimage = torch.atanh(clipped)
+        return masked_tanh_normal_log_prob(dist, preimage, clipped, mask)
+
+    def q_values(self, td: TensorDictBase, action: Tensor | None = None, target: bool = False) -> Tensor:
+        """``Q_j(s, g^i(a))`` for every critic j: ``[num_q, *batch]`` (``action`` defaults to the td's)."""
+        td_q = td.select(*self.qvalue_network.in_keys, strict=False)
+        if action is not None:
+            td_q.set(self.tensor_keys.action, action * self._mask_for(td))
+        params = self.target_qvalue_network_params if target else self.qvalue_network_params
+        return self._vmap_qnetworkN0(td_q, params).get(self.tensor_keys.state_action_value).squeeze(-1)
+
+    def min_q(self, td: TensorDictBase, action: Tensor | None = None, target: bool = False) -> Tensor:
+        """``min_j Q_j(s, g^i(a))``, ``[*batch]``."""
+        return self.q_values(td, action, target).min(0).values
+
+    # ------------------------------------------------------------------ losses
+    def _row_alpha(self, td: TensorDictBase) -> Tensor:
+        return self.alpha[td.get(self.tensor_keys.task_id)]
+
+    def qvalue_loss(self, td: TensorDictBase) -> tuple[Tensor, Tensor]:
+        """Per-row twin-critic loss ``Σ_j (Q_j(s,a) - y)²`` ``[*batch]`` and the TD error ``max_j |Q_j - y|``."""
+        next_td = td.get("next").clone(False)
+        with torch.no_grad():
+            next_action, next_log_prob = self.sample_log_prob(next_td)
+            next_q = self.q_values(next_td, next_action, target=self.delay_qvalue)
+            next_value = (next_q - self._row_alpha(next_td) * next_log_prob).min(0).values
+            target_td = td.clone(False)
+            target_td.set(("next", self.tensor_keys.value), next_value.unsqueeze(-1))
+            target = self.value_estimator.value_estimate(target_td).squeeze(-1)
+        td_masked = td.clone(False)
+        td_masked.set(self.tensor_keys.action, td.get(self.tensor_keys.action) * self._mask_for(td))
+        pred = self.q_values(td_masked)
+        loss = distance_loss(pred, target.expand_as(pred), loss_function=self.loss_function).sum(0)
+        return loss, (pred - target).abs().max(0).values.detach()
+
+    def actor_loss(self, td: TensorDictBase) -> tuple[Tensor, Tensor]:
+        """Per-row actor loss ``α_i log π(ã|s) - min_j Q_j(s, ã)`` (critics detached) and ``log π(ã|s)``."""
+        action, log_prob = self.sample_log_prob(td)
+        td_q = td.select(*self.qvalue_network.in_keys, strict=False)
+        td_q.set(self.tensor_keys.action, action)
+        q = self._vmap_qnetworkN0(td_q, self.qvalue_network_params.detach())
+        min_q = q.get(self.tensor_keys.state_action_value).squeeze(-1).min(0).values
+        return self._row_alpha(td) * log_prob - min_q, log_prob.detach()
+
+    def alpha_loss(self, log_prob: Tensor, task_id: Tensor) -> Tensor:
+        """Per-row temperature loss ``-log α_i (log π + H̄_i)``."""
+        return -self.log_alpha[task_id] * (log_prob + self.target_entropy[task_id])
+
+    def _reduce(self, per_task: Tensor) -> Tensor:
+        if self.reduction == "mean":
+            return per_task.mean()
+        if self.reduction == "sum":
+            return per_task.sum()
+        return per_task
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Per-task losses (see the module docstring); writes the TD error to ``tensordict[priority]``."""
+        task_id = tensordict.get(self.tensor_keys.task_id)
+        K = self.num_tasks
+        q_rows, td_error = self.qvalue_loss(tensordict)
+        actor_rows, log_prob = self.actor_loss(tensordict)
+        loss_q, loss_pi = per_task_mean(q_rows, task_id, K), per_task_mean(actor_rows, task_id, K)
+        loss_alpha = per_task_mean(self.alpha_loss(log_prob, task_id), task_id, K)
+        weight = loss_rescaling_weights(self.log_alpha) if self.loss_rescaling else torch.ones_like(loss_q)
+        kept = extreme_task_mask(torch.stack([loss_q, loss_pi]), int(self.env_steps), self.mask_out_threshold,
+                                 self.mask_out_start).to(loss_q.dtype)
+        tensordict.set(self.tensor_keys.priority, td_error)
+        return TensorDict({
+            "loss_actor": self._reduce(weight * kept * loss_pi),
+            "loss_qvalue": self._reduce(weight * kept * loss_q),
+            "loss_alpha": self._reduce(loss_alpha),
+            "alpha": self.alpha,
+            "entropy": -per_task_mean(log_prob, task_id, K),
+            "task_weight": weight,
+            "task_kept": kept,
+        }, batch_size=[K] if self.reduction == "none" else [])
