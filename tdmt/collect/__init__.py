@@ -1,0 +1,19 @@
+"""Rollout logic that is not a plain policy: CTPG guided behaviour and the QMP baseline (DESIGN §6)."""
+
+from tdmt.collect.guide import (
+    ControlPolicies,
+    GuidedBehaviour,
+    guide_block,
+    hindsight_log_probs,
+    hindsight_relabel,
+    masked_guide_sample,
+    own_entropy_bonus,
+    policy_filter_mask,
+    qmp_choice,
+    state_value,
+)
+
+__all__ = [
+    "ControlPolicies", "GuidedBehaviour", "guide_block", "hindsight_log_probs", "hindsight_relabel",
+    "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice", "state_value",
+]

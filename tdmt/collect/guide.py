@@ -1,0 +1,238 @@
+"""CTPG guided behaviour (He et al., NeurIPS 2024, §4, Alg. 3) and the QMP baseline (Zhang et al. 2023).
+
+Pure functions (shapes with any leading batch dims ``...``):
+
+* :func:`hindsight_relabel` — Eq. 9: ``j* = argmax_j Σ_{k<H} valid_k · log π_j(a_{t+k} | s_{t+k})``.
+* :func:`policy_filter_mask` — Eq. 11: ``m_j = 1[Q^g_comp(s, j) ≥ V_i(s)]``.
+* :func:`guide_block` — Eq. 14: task i is blocked (no guidance) while ``log α_i > mean_j log α_j``.
+* :func:`masked_guide_sample` — Eq. 12: ``j ~ softmax(logits)`` with masked-out logits set to ``-inf``; the own
+  policy when every entry is masked. (The public CTPG code samples from the unmasked logits; this does not.)
+* :func:`qmp_choice` — QMP: ``argmax_j min Q_i(s, a_j)``, ``a_j ~ π_j(·|s)``.
+
+Stateful piece: :class:`GuidedBehaviour` keeps, for every env row, the behaviour policy ``j`` chosen at the last
+block start and the running guide transition. A new choice is drawn only when a block starts: every ``H`` steps and
+at each episode start (a ``done`` ends the running block). Each finished block emits one guide transition
+``(s_t, j, R = Σ_{k<n} γ^k r_{t+k}, s_{t+n}, done, terminated, n, the H (s, a) pairs, valid)`` with ``n ≤ H``
+(``n < H`` only when the episode ended inside the block).
+
+Control policies are reached through :class:`ControlPolicies` ("act as task j" = evaluate the shared control
+network with task j's conditioning on any row); ``tdmt.algos.ctpg`` adapts the SAC backbones to it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+__all__ = [
+    "ControlPolicies", "GuidedBehaviour", "guide_block", "hindsight_log_probs", "hindsight_relabel",
+    "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice", "state_value",
+]
+
+
+class ControlPolicies(Protocol):
+    """The K control policies ``π_j`` and task critics ``Q_i`` seen as functions of flat rows ``[B, ...]``.
+
+    ``task`` selects whose policy / critic is evaluated on each row (it may differ from the row's own task).
+    """
+
+    num_tasks: int
+
+    def sample(self, observation: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``a ~ π_task(·|s)`` and ``log π_task(a|s)`` (real action dims of ``task`` only): ``[B, A]``, ``[B]``."""
+
+    def log_prob(self, observation: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """``log π_task(a|s)`` for given actions, ``[B]``."""
+
+    def min_q(self, observation: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        """``min(Q_task,1, Q_task,2)(s, a)``, ``[B]``."""
+
+    def log_alpha(self) -> torch.Tensor:
+        """Per-task SAC temperatures ``log α``, ``[K]``."""
+
+
+# ---------------------------------------------------------------------------------------------- pure functions
+def hindsight_relabel(log_probs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Hindsight off-policy correction (CTPG Eq. 9): the policy most likely to have produced the stored actions.
+
+    Args:
+        log_probs: ``[..., K, H]``, ``log_probs[..., j, k] = log π_j(a_{t+k} | s_{t+k})``.
+        valid: ``[..., H]`` bool, false after the first done of the block.
+
+    Returns:
+        ``[...]`` int64: ``argmax_j Σ_k valid_k · log_probs[..., j, k]``.
+    """
+    if log_probs.shape[:-2] + log_probs.shape[-1:] != valid.shape:
+        raise ValueError(f"log_probs {tuple(log_probs.shape)} must be [..., K, H] with valid [..., H]; "
+                         f"got valid {tuple(valid.shape)}")
+    score = torch.where(valid.unsqueeze(-2), log_probs, torch.zeros((), dtype=log_probs.dtype)).sum(-1)
+    return score.argmax(-1)
+
+
+def policy_filter_mask(q_comp: torch.Tensor, v_own: torch.Tensor) -> torch.Tensor:
+    """Policy-filter gate (CTPG Eq. 11): ``m[..., j] = Q^g_comp(s, j) ≥ V_i(s)``; ``q_comp [..., K]``, ``v_own [...]``."""
+    return q_comp >= v_own.unsqueeze(-1)
+
+
+def guide_block(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Guide-block gate (CTPG Eq. 14): true for tasks whose ``log α_i`` exceeds the mean over tasks (last dim)."""
+    return log_alpha > log_alpha.mean(-1, keepdim=True)
+
+
+def masked_guide_sample(logits: torch.Tensor, mask: torch.Tensor, own: torch.Tensor,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw ``j ~ softmax(logits with ~mask → -inf)`` (CTPG Eq. 12); rows with an all-false mask get ``own``.
+
+    Args:
+        logits: ``[B, K]`` guide logits; mask: ``[B, K]`` bool; own: ``[B]`` the row's own task id.
+    """
+    any_allowed = mask.any(-1)
+    masked = logits.masked_fill(~mask, float("-inf"))
+    masked = torch.where(any_allowed.unsqueeze(-1), masked, torch.zeros_like(logits))
+    draw = torch.multinomial(torch.softmax(masked, -1), 1, generator=generator).squeeze(-1)
+    return torch.where(any_allowed, draw, own)
+
+
+@torch.no_grad()
+def state_value(policies: ControlPolicies, observation: torch.Tensor, task: torch.Tensor, samples: int = 5
+                ) -> torch.Tensor:
+    """Monte-Carlo SAC state value (CTPG §4.2, App. E.4): ``V_i(s) = mean_M [min Q_i(s,a) - α_i log π_i(a|s)]``."""
+    obs = observation.repeat(samples, 1)
+    tid = task.repeat(samples)
+    action, log_prob = policies.sample(obs, tid)
+    alpha = policies.log_alpha().exp()[tid]
+    v = policies.min_q(obs, action, tid) - alpha * log_prob
+    return v.view(samples, -1).mean(0)
+
+
+@torch.no_grad()
+def qmp_choice(policies: ControlPolicies, observation: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """QMP (Zhang et al. 2023): each ``π_j`` proposes ``a_j ~ π_j(·|s)``; pick ``argmax_j min Q_i(s, a_j)``."""
+    B, K = observation.shape[0], policies.num_tasks
+    obs = observation.unsqueeze(1).expand(B, K, -1).reshape(B * K, -1)
+    proposer = torch.arange(K, device=own.device).repeat(B)
+    action, _ = policies.sample(obs, proposer)
+    q = policies.min_q(obs, action, own.repeat_interleave(K)).view(B, K)
+    return q.argmax(-1)
+
+
+@torch.no_grad()
+def hindsight_log_probs(policies: ControlPolicies, seq_observation: torch.Tensor, seq_action: torch.Tensor
+                        ) -> torch.Tensor:
+    """``[..., K, H]`` table of ``log π_j(a_{t+k}|s_{t+k})`` for every candidate j (input of :func:`hindsight_relabel`).
+
+    Args:
+        seq_observation: ``[..., H, obs]``; seq_action: ``[..., H, act]``.
+    """
+    lead, H = seq_observation.shape[:-2], seq_observation.shape[-2]
+    K = policies.num_tasks
+    obs = seq_observation.reshape(-1, seq_observation.shape[-1])
+    act = seq_action.reshape(-1, seq_action.shape[-1])
+    R = obs.shape[0]
+    cand = torch.arange(K, device=obs.device).repeat_interleave(R)
+    lp = policies.log_prob(obs.repeat(K, 1), act.repeat(K, 1), cand).view(K, *lead, H)
+    return lp.movedim(0, -2)
+
+
+@torch.no_grad()
+def own_entropy_bonus(policies: ControlPolicies, seq_observation: torch.Tensor, valid: torch.Tensor,
+                      task: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Entropy part of the comparable guide target (CTPG Eq. 13): ``Σ_{k<H} γ^k valid_k (-α_i log π_i(ã_k|s_{t+k}))``.
+
+    ``ã_k`` is a fresh sample of task i's own policy. Shapes: ``seq_observation [..., H, obs]``, ``valid [..., H]``,
+    ``task [...]`` → ``[...]``.
+    """
+    H = seq_observation.shape[-2]
+    obs = seq_observation.reshape(-1, seq_observation.shape[-1])
+    tid = task.unsqueeze(-1).expand(*task.shape, H).reshape(-1)
+    _, log_prob = policies.sample(obs, tid)
+    alpha = policies.log_alpha().exp()[tid]
+    discount = gamma ** torch.arange(H, dtype=obs.dtype, device=obs.device)
+    bonus = (-alpha * log_prob).view(*task.shape, H) * discount * valid.to(obs.dtype)
+    return bonus.sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------- behaviour state
+class GuidedBehaviour:
+    """Block timing and guide-transition assembly for ``B`` env rows (flattened env batch).
+
+    Usage per env step: ``choice = gb.choose(observation, chooser)`` (draws a new ``j`` for rows starting a block,
+    keeps the others), act with ``π_choice``, step the env, then ``gb.record(...)`` which returns the guide
+    transitions of the blocks that just ended (or ``None``).
+
+    Args:
+        own_task: ``[B]`` each row's task id.
+        obs_dim, act_dim: widths of the (padded) observation / action.
+        horizon: guide step H.
+        gamma: discount used in ``R = Σ γ^k r_{t+k}``.
+    """
+
+    def __init__(self, own_task: torch.Tensor, obs_dim: int, act_dim: int, horizon: int, gamma: float):
+        if horizon < 1:
+            raise ValueError(f"guide step H must be >= 1, got {horizon}")
+        B = own_task.shape[0]
+        self.own_task, self.horizon, self.gamma = own_task.clone(), horizon, gamma
+        self.choice = own_task.clone()
+        self.t = torch.zeros(B, dtype=torch.long)
+        self.start_obs = torch.zeros(B, obs_dim)
+        self.ret = torch.zeros(B)
+        self.seq_obs = torch.zeros(B, horizon, obs_dim)
+        self.seq_act = torch.zeros(B, horizon, act_dim)
+
+    @property
+    def block_start(self) -> torch.Tensor:
+        """``[B]`` bool: rows whose next step starts a block (a new behaviour policy is drawn)."""
+        return self.t == 0
+
+    def choose(self, observation: torch.Tensor, chooser) -> torch.Tensor:
+        """Behaviour task per row; ``chooser(observation[rows], own_task[rows]) -> j[rows]`` runs on block starts."""
+        start = self.block_start
+        if start.any():
+            self.choice[start] = chooser(observation[start], self.own_task[start]).to(self.choice.dtype)
+            self.start_obs[start] = observation[start]
+        return self.choice
+
+    def record(self, observation: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
+               next_observation: torch.Tensor, done: torch.Tensor, terminated: torch.Tensor
+               ) -> TensorDictBase | None:
+        """Add one env step (flat ``[B]`` rows; ``reward/done/terminated`` of shape ``[B]``); emit ended blocks."""
+        rows = torch.arange(self.t.shape[0])
+        k = self.t
+        self.seq_obs[rows, k] = observation
+        self.seq_act[rows, k] = action
+        self.ret += (self.gamma ** k.to(reward.dtype)) * reward
+        self.t = k + 1
+        ended = (self.t >= self.horizon) | done
+        if not ended.any():
+            return None
+        n = self.t[ended]
+        valid = torch.arange(self.horizon).unsqueeze(0) < n.unsqueeze(1)
+        out = TensorDict({
+            "observation": self.start_obs[ended].clone(),
+            "task_id": self.own_task[ended].clone(),
+            "action": self.choice[ended].clone(),
+            "num_steps": n.clone(),
+            "seq_observation": self.seq_obs[ended] * valid.unsqueeze(-1),
+            "seq_action": self.seq_act[ended] * valid.unsqueeze(-1),
+            "seq_valid": valid,
+            "next": {
+                "observation": next_observation[ended].clone(),
+                "reward": self.ret[ended].clone().unsqueeze(-1),
+                "done": done[ended].clone().unsqueeze(-1),
+                "terminated": terminated[ended].clone().unsqueeze(-1),
+            },
+        }, batch_size=[int(ended.sum())])
+        self.t[ended] = 0
+        self.ret[ended] = 0.0
+        return out
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"choice": self.choice, "t": self.t, "start_obs": self.start_obs, "ret": self.ret,
+                "seq_obs": self.seq_obs, "seq_act": self.seq_act}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            getattr(self, name).copy_(value)
