@@ -33,16 +33,16 @@ class GaussianPolicies:
     def _dist(self, task: torch.Tensor) -> Normal:
         return Normal(self.means[task], self.sigma)
 
-    def sample(self, observation, task):
-        d = self._dist(task)
+    def sample(self, observation, own, policy):
+        d = self._dist(policy)
         a = d.sample()
         return a, d.log_prob(a).sum(-1)
 
-    def log_prob(self, observation, action, task):
-        return self._dist(task).log_prob(action).sum(-1)
+    def log_prob(self, observation, action, own, policy):
+        return self._dist(policy).log_prob(action).sum(-1)
 
-    def min_q(self, observation, action, task):
-        return -((action - self.targets[task]) ** 2).sum(-1)
+    def min_q(self, observation, action, own):
+        return -((action - self.targets[own]) ** 2).sum(-1)
 
     def log_alpha(self):
         return self._log_alpha
@@ -56,10 +56,10 @@ def test_hindsight_relabel_recovers_generating_policy():
     n = torch.randint(1, H + 1, (B,))
     valid = torch.arange(H)[None] < n[:, None]
     obs = torch.randn(B, H, 4)
-    actions = policies.sample(None, true_j.repeat_interleave(H))[0].view(B, H, A)
+    actions = policies.sample(None, None, true_j.repeat_interleave(H))[0].view(B, H, A)
     # after the first done the stored actions are garbage: they must not matter
     actions = torch.where(valid[..., None], actions, torch.full_like(actions, 50.0))
-    table = hindsight_log_probs(policies, obs, actions)
+    table = hindsight_log_probs(policies, obs, actions, torch.zeros(B, dtype=torch.long))
     assert table.shape == (B, K, H)
     relabel = hindsight_relabel(table, valid)
     accuracy = (relabel == true_j).float().mean()

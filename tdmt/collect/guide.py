@@ -33,21 +33,25 @@ __all__ = [
 
 
 class ControlPolicies(Protocol):
-    """The K control policies ``π_j`` and task critics ``Q_i`` seen as functions of flat rows ``[B, ...]``.
+    """The K control policies ``π_j`` and task critics ``Q_i`` as functions of rows with any batch shape ``[*b]``.
 
-    ``task`` selects whose policy / critic is evaluated on each row (it may differ from the row's own task).
+    ``own`` is each row's task (whose real action dims count and whose critic judges); ``policy`` selects whose
+    control policy acts on the row (it may differ from ``own``). Rows laid out ``[K, ...]`` with ``policy[k] == k``
+    let stacked backbones take their fast path.
     """
 
     num_tasks: int
 
-    def sample(self, observation: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``a ~ π_task(·|s)`` and ``log π_task(a|s)`` (real action dims of ``task`` only): ``[B, A]``, ``[B]``."""
+    def sample(self, observation: torch.Tensor, own: torch.Tensor, policy: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``a ~ π_policy(·|s)`` and ``log π_policy(a|s)`` over ``own``'s action dims: ``[*b, A]``, ``[*b]``."""
 
-    def log_prob(self, observation: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """``log π_task(a|s)`` for given actions, ``[B]``."""
+    def log_prob(self, observation: torch.Tensor, action: torch.Tensor, own: torch.Tensor, policy: torch.Tensor
+                 ) -> torch.Tensor:
+        """``log π_policy(a|s)`` for given actions, ``[*b]``."""
 
-    def min_q(self, observation: torch.Tensor, action: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        """``min(Q_task,1, Q_task,2)(s, a)``, ``[B]``."""
+    def min_q(self, observation: torch.Tensor, action: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """``min(Q_own,1, Q_own,2)(s, a)``, ``[*b]``."""
 
     def log_alpha(self) -> torch.Tensor:
         """Per-task SAC temperatures ``log α``, ``[K]``."""
@@ -99,40 +103,39 @@ def masked_guide_sample(logits: torch.Tensor, mask: torch.Tensor, own: torch.Ten
 def state_value(policies: ControlPolicies, observation: torch.Tensor, task: torch.Tensor, samples: int = 5
                 ) -> torch.Tensor:
     """Monte-Carlo SAC state value (CTPG §4.2, App. E.4): ``V_i(s) = mean_M [min Q_i(s,a) - α_i log π_i(a|s)]``."""
-    obs = observation.repeat(samples, 1)
-    tid = task.repeat(samples)
-    action, log_prob = policies.sample(obs, tid)
+    obs = observation.unsqueeze(0).expand(samples, *observation.shape)
+    tid = task.unsqueeze(0).expand(samples, *task.shape)
+    action, log_prob = policies.sample(obs, tid, tid)
     alpha = policies.log_alpha().exp()[tid]
-    v = policies.min_q(obs, action, tid) - alpha * log_prob
-    return v.view(samples, -1).mean(0)
+    return (policies.min_q(obs, action, tid) - alpha * log_prob).mean(0)
 
 
 @torch.no_grad()
 def qmp_choice(policies: ControlPolicies, observation: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
     """QMP (Zhang et al. 2023): each ``π_j`` proposes ``a_j ~ π_j(·|s)``; pick ``argmax_j min Q_i(s, a_j)``."""
-    B, K = observation.shape[0], policies.num_tasks
-    obs = observation.unsqueeze(1).expand(B, K, -1).reshape(B * K, -1)
-    proposer = torch.arange(K, device=own.device).repeat(B)
-    action, _ = policies.sample(obs, proposer)
-    q = policies.min_q(obs, action, own.repeat_interleave(K)).view(B, K)
-    return q.argmax(-1)
+    K = policies.num_tasks
+    obs = observation.unsqueeze(0).expand(K, *observation.shape)
+    own_k = own.unsqueeze(0).expand(K, *own.shape)
+    proposer = torch.arange(K, device=own.device).view(K, *([1] * own.dim())).expand_as(own_k)
+    action, _ = policies.sample(obs, own_k, proposer)
+    return policies.min_q(obs, action, own_k).argmax(0)
 
 
 @torch.no_grad()
-def hindsight_log_probs(policies: ControlPolicies, seq_observation: torch.Tensor, seq_action: torch.Tensor
-                        ) -> torch.Tensor:
+def hindsight_log_probs(policies: ControlPolicies, seq_observation: torch.Tensor, seq_action: torch.Tensor,
+                        own: torch.Tensor) -> torch.Tensor:
     """``[..., K, H]`` table of ``log π_j(a_{t+k}|s_{t+k})`` for every candidate j (input of :func:`hindsight_relabel`).
 
     Args:
-        seq_observation: ``[..., H, obs]``; seq_action: ``[..., H, act]``.
+        seq_observation: ``[..., H, obs]``; seq_action: ``[..., H, act]``; own: ``[...]`` the rows' task.
     """
-    lead, H = seq_observation.shape[:-2], seq_observation.shape[-2]
-    K = policies.num_tasks
-    obs = seq_observation.reshape(-1, seq_observation.shape[-1])
-    act = seq_action.reshape(-1, seq_action.shape[-1])
-    R = obs.shape[0]
-    cand = torch.arange(K, device=obs.device).repeat_interleave(R)
-    lp = policies.log_prob(obs.repeat(K, 1), act.repeat(K, 1), cand).view(K, *lead, H)
+    K, H = policies.num_tasks, seq_observation.shape[-2]
+    R = own.numel() * H
+    obs = seq_observation.reshape(1, R, -1).expand(K, R, -1)
+    act = seq_action.reshape(1, R, -1).expand(K, R, -1)
+    own_r = own.unsqueeze(-1).expand(*own.shape, H).reshape(1, R).expand(K, R)
+    cand = torch.arange(K, device=own.device).view(K, 1).expand(K, R)
+    lp = policies.log_prob(obs, act, own_r, cand).view(K, *own.shape, H)
     return lp.movedim(0, -2)
 
 
@@ -145,13 +148,11 @@ def own_entropy_bonus(policies: ControlPolicies, seq_observation: torch.Tensor, 
     ``task [...]`` → ``[...]``.
     """
     H = seq_observation.shape[-2]
-    obs = seq_observation.reshape(-1, seq_observation.shape[-1])
-    tid = task.unsqueeze(-1).expand(*task.shape, H).reshape(-1)
-    _, log_prob = policies.sample(obs, tid)
+    tid = task.unsqueeze(-1).expand(*task.shape, H)
+    _, log_prob = policies.sample(seq_observation, tid, tid)
     alpha = policies.log_alpha().exp()[tid]
-    discount = gamma ** torch.arange(H, dtype=obs.dtype, device=obs.device)
-    bonus = (-alpha * log_prob).view(*task.shape, H) * discount * valid.to(obs.dtype)
-    return bonus.sum(-1)
+    discount = gamma ** torch.arange(H, dtype=seq_observation.dtype, device=seq_observation.device)
+    return ((-alpha * log_prob) * discount * valid.to(seq_observation.dtype)).sum(-1)
 
 
 # ---------------------------------------------------------------------------------------------- behaviour state
