@@ -1,8 +1,9 @@
 """CSV metric logs that survive interruption: rows are appended and flushed one at a time.
 
 A run writes ``metrics.csv`` (training scalars) and ``eval.csv`` (per-task evaluation history). On resume,
-:meth:`CSVLog.truncate_after` drops rows written after the checkpoint, so a resumed run has no duplicate and
-no missing row. TensorBoard/W&B can be added on top with TorchRL's loggers; CSV is the format every tdmt
+:meth:`CSVLog.restore` drops rows written after the checkpoint (and falls back to the copy saved inside the
+checkpoint when the live file lost rows), so a resumed run has no duplicate and no missing row.
+TensorBoard/W&B can be added on top with TorchRL's loggers; CSV is the format every tdmt
 report reads.
 """
 
@@ -51,4 +52,37 @@ class CSVLog:
     def truncate_after(self, step: int) -> None:
         """Drop every row whose step is greater than ``step`` (the checkpoint a run resumes from)."""
         if self.path.exists():
-            self._rewrite([r for r in self.rows() if int(float(r["step"])) <= step])
+            self._rewrite(_rows_until(self.rows(), step))
+
+    def restore(self, snapshot: str | os.PathLike | None, step: int) -> None:
+        """Keep the rows up to ``step``; use ``snapshot`` (this log as saved at checkpoint ``step``) instead
+        when the live file is missing, unreadable or holds fewer such rows."""
+        try:
+            live = _rows_until(self.rows(), step)
+        except (csv.Error, UnicodeDecodeError):
+            live = []
+        saved = _rows_until(CSVLog(snapshot).rows(), step) if snapshot and Path(snapshot).exists() else []
+        if len(saved) > len(live):
+            self.fields = CSVLog(snapshot).fields
+            live = saved
+        elif not self.fields and saved:
+            self.fields = CSVLog(snapshot).fields
+        if self.fields:
+            self._rewrite(live)
+
+
+def _step_of(row: dict[str, Any]) -> int | None:
+    try:
+        return int(float(row["step"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _rows_until(rows: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    """Rows with a readable step <= ``step``; a torn last line (a crash mid-write) has fields missing: dropped."""
+    kept = []
+    for row in rows:
+        s = _step_of(row)
+        if s is not None and s <= step and None not in row and None not in row.values():
+            kept.append(row)
+    return kept

@@ -21,7 +21,16 @@ RECIPES: dict[str, str] = {
 
 
 def get_recipe(name: str) -> ModuleType:
-    """The module of recipe ``name`` (with ``Config`` and ``run``)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; valid: {sorted(RECIPES)}")
-    return importlib.import_module(RECIPES[name])
+    """The module of recipe ``name`` (with ``Config`` and ``run``): a registry name, or a dotted module path
+    (``"pkg.module"``, e.g. a recipe of your own or ``tests.toy_recipe``)."""
+    if name not in RECIPES and "." not in name:
+        raise ValueError(f"unknown recipe {name!r}; valid: {sorted(RECIPES)} or a dotted module path")
+    path = RECIPES.get(name, name)
+    try:
+        module = importlib.import_module(path)
+    except ImportError as e:
+        raise ValueError(f"recipe {name!r}: module {path!r} cannot be imported ({e})") from e
+    missing = [attr for attr in ("Config", "run") if not hasattr(module, attr)]
+    if missing:
+        raise ValueError(f"recipe {name!r}: module {path!r} has no {missing} (a recipe exposes Config and run)")
+    return module
