@@ -26,6 +26,7 @@ from tdmt.algos.run import TrainingRun
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.envs import MultiTaskEnv, Suite
 from tdmt.eval import evaluate
+from tdmt.optim import PCGrad
 from tdmt.report import markdown_table, plot_curves, write_text
 
 PRECISIONS = ("float32", "bfloat16")
@@ -48,7 +49,8 @@ def autocast(precision: str):
 class TD3Learner:
     """A TD3-style loss with its two Adam optimisers, soft target updates and update counter.
 
-    ``reduce`` turns ``reduction="none"`` losses into the scalar to minimise (default: the loss is a scalar).
+    ``reduce`` turns ``reduction="none"`` losses into the scalar to minimise (default: the loss is a scalar);
+    with ``pcgrad=True`` (G-Surgery, Yu et al. 2020) it must give the ``[K]`` per-task losses instead.
     """
 
     loss: TD3Loss
@@ -57,6 +59,7 @@ class TD3Learner:
     policy_delay: int = 2
     precision: str = "float32"
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    pcgrad: bool = False
     updates: int = 0
     actor_optim: torch.optim.Optimizer = field(init=False)
     critic_optim: torch.optim.Optimizer = field(init=False)
@@ -65,6 +68,8 @@ class TD3Learner:
     def __post_init__(self):
         self.actor_optim = torch.optim.Adam(list(self.loss.actor_network_params.values(True, True)), lr=self.lr)
         self.critic_optim = torch.optim.Adam(list(self.loss.qvalue_network_params.values(True, True)), lr=self.lr)
+        if self.pcgrad:
+            self.actor_optim, self.critic_optim = PCGrad(self.actor_optim), PCGrad(self.critic_optim)
         self.target_updater = SoftUpdate(self.loss, tau=self.tau)
 
     def update(self, batch: TensorDictBase, actor_every: int | None = None, soft_update: bool = True
@@ -74,22 +79,27 @@ class TD3Learner:
         with autocast(self.precision):
             loss_q, _ = self.loss.value_loss(batch)
         loss_q = self.reduce(loss_q) if self.reduce else loss_q
-        self.critic_optim.zero_grad(set_to_none=True)
-        loss_q.float().backward()
-        self.critic_optim.step()
-        out = {"loss_qvalue": loss_q.item()}
+        self._step(self.critic_optim, loss_q)
+        out = {"loss_qvalue": loss_q.sum().item()}
         self.updates += 1
         if self.updates % every == 0:
             with autocast(self.precision):
                 loss_pi, _ = self.loss.actor_loss(batch)
             loss_pi = self.reduce(loss_pi) if self.reduce else loss_pi
-            self.actor_optim.zero_grad(set_to_none=True)
-            loss_pi.float().backward()
-            self.actor_optim.step()
-            out["loss_actor"] = loss_pi.item()
+            self._step(self.actor_optim, loss_pi)
+            out["loss_actor"] = loss_pi.sum().item()
             if soft_update:
                 self.target_updater.step()
         return out
+
+    def _step(self, optim: torch.optim.Optimizer | PCGrad, loss: torch.Tensor) -> None:
+        """Minimise ``loss`` (a scalar; with PCGrad, the ``[K]`` vector of per-task losses)."""
+        optim.zero_grad(set_to_none=True)
+        if self.pcgrad:
+            optim.backward(loss.float())
+        else:
+            loss.float().backward()
+        optim.step()
 
     def hard_update_targets(self) -> None:
         """Copy the online weights into the targets (Algorithm 1, between the offline and online stages)."""

@@ -1,0 +1,14 @@
+"""KTM-DRL (Algorithm 1): ``python recipes/ktm_drl.py suite=halfcheetah-mt8 seed=0`` after train_teachers.
+
+Ablations (Table 3): ``offline_steps=0``, ``online_steps=0``, ``alpha=0``, ``beta=0``, ``per_task_replay=false``.
+Teachers default to ``runs/train_teachers/<suite>/seed<seed>/teachers`` (``teachers_dir=`` to change).
+Keys and defaults: ``tdmt.algos.ktm_drl.Config``; ``config=recipes/configs/ktm_drl_demo.yaml`` loads a budget.
+"""
+
+import sys
+
+from tdmt.algos.ktm_drl import Config, run
+from tdmt.config import parse_args
+
+if __name__ == "__main__":
+    run(parse_args(Config, sys.argv[1:]))

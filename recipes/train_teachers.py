@@ -1,0 +1,13 @@
+"""K TD3 teachers ("Ideal") trained as one batched model: ``python recipes/train_teachers.py suite=halfcheetah-mt8``.
+
+Saves ``<run_dir>/teachers/<task>/{teacher.pt, replay/, eval.json}`` (run_dir default
+``runs/train_teachers/<suite>/seed<seed>``). Keys and defaults: ``tdmt.algos.teachers.Config``.
+"""
+
+import sys
+
+from tdmt.algos.teachers import Config, run
+from tdmt.config import parse_args
+
+if __name__ == "__main__":
+    run(parse_args(Config, sys.argv[1:]))
