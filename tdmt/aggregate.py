@@ -1,0 +1,182 @@
+"""Aggregate a finished sweep into the papers' tables and figures (``tdmt report runs/<sweep>``).
+
+For every finished run (``summary.json`` present) the per-task score is read from its ``eval.csv``:
+
+* ``max average return`` = max over evaluation points of the mean episode return (KTM-DRL Tables 1–2),
+* ``final return`` = the last evaluation point, and on Meta-World the final ``success`` rate (CTPG Table 1).
+
+Per suite the report holds, as Markdown (``report.md``) and CSV:
+
+* **Table 1/2 layout** (``<suite>_max_return.csv``): one row per task, one column per method, cells
+  ``mean ± std`` across seeds, with an "Ideal" column for the single-task teachers when their runs exist;
+* **Table 3 layout** (``<suite>_ratio.csv``, only with teachers): one row per method, one column per task plus
+  the average, the performance ratio ``max average return(method) / max average return(Ideal)``, averaged over
+  the method's seeds (the teachers' score is their mean over seeds);
+* **learning curves** (``<suite>_curves.png``): per task, the mean over seeds with a shaded ± std band
+  (KTM-DRL Figures 2–3), drawn by :func:`tdmt.report.plot_curves`.
+
+A method is labelled by its recipe, or ``recipe/variant`` when the recipe has several variants. Teacher runs are
+those of the ``train_teachers`` recipe, in the sweep itself or in the folder given by ``teachers=``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tdmt.algos.run import SUMMARY
+from tdmt.envs import get_suite
+from tdmt.logger import CSVLog
+from tdmt.report import markdown_table, plot_curves, write_text
+
+TEACHER_RECIPE = "train_teachers"
+IDEAL = "Ideal"
+
+
+@dataclass
+class RunResult:
+    """One finished run: where it sits in the grid and its evaluation rows."""
+
+    recipe: str
+    suite: str
+    variant: str
+    seed: int
+    rows: list[dict[str, str]] = field(repr=False)
+
+    def scores(self, task: str, metric: str = "return") -> np.ndarray:
+        column = f"eval/{task}/{metric}"
+        return np.asarray([float(r[column]) for r in self.rows if r.get(column) not in (None, "")])
+
+
+def find_runs(folder: str | os.PathLike) -> list[RunResult]:
+    """Finished runs under ``folder`` laid out as ``<recipe>/<suite>/<variant>/seed<k>/``."""
+    runs = []
+    for summary in sorted(Path(folder).glob(f"*/*/*/seed*/{SUMMARY}")):
+        run_dir = summary.parent
+        variant_dir = run_dir.parent
+        suite_dir = variant_dir.parent
+        runs.append(RunResult(suite_dir.parent.name, suite_dir.name, variant_dir.name, int(run_dir.name[4:]),
+                              CSVLog(run_dir / "eval.csv").rows()))
+    return runs
+
+
+def _labels(runs: list[RunResult]) -> dict[tuple[str, str], str]:
+    variants = defaultdict(set)
+    for r in runs:
+        variants[r.recipe].add(r.variant)
+    return {(r.recipe, r.variant): (IDEAL if r.recipe == TEACHER_RECIPE and len(variants[r.recipe]) == 1 else
+                                   r.recipe if len(variants[r.recipe]) == 1 else f"{r.recipe}/{r.variant}")
+            for r in runs}
+
+
+def _stat(values: list[float]) -> tuple[float, float, int]:
+    arr = np.asarray(values, dtype=float)
+    return (float(arr.mean()), float(arr.std()), len(arr)) if len(arr) else (float("nan"), float("nan"), 0)
+
+
+def _cell(mean: float, std: float, n: int) -> str:
+    if n == 0:
+        return "n/a"
+    digits = 2 if abs(mean) < 10 else 1
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _csv(header: list[str], rows: list[list[object]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _per_method(runs: list[RunResult], labels: dict[tuple[str, str], str]) -> dict[str, list[RunResult]]:
+    grouped: dict[str, list[RunResult]] = defaultdict(list)
+    for r in runs:
+        grouped[labels[(r.recipe, r.variant)]].append(r)
+    return dict(sorted(grouped.items(), key=lambda kv: (kv[0] != IDEAL, kv[0])))
+
+
+def score_table(methods: dict[str, list[RunResult]], tasks: list[str], reduce: str, metric: str = "return"
+                ) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """``{method: {task: (mean, std, seeds)}}`` of each run's ``max`` or ``last`` evaluation score."""
+    pick = {"max": np.max, "last": lambda a: a[-1]}[reduce]
+    table = {}
+    for label, runs in methods.items():
+        table[label] = {t: _stat([float(pick(s)) for r in runs if len(s := r.scores(t, metric))]) for t in tasks}
+    return table
+
+
+def ratio_table(methods: dict[str, list[RunResult]], tasks: list[str]) -> dict[str, dict[str, float]]:
+    """Performance ratio (KTM-DRL Table 3): each run's max average return over the Ideal's, mean over seeds."""
+    ideal = {t: _stat([float(s.max()) for r in methods[IDEAL] if len(s := r.scores(t))])[0] for t in tasks}
+    table = {}
+    for label, runs in methods.items():
+        if label == IDEAL:
+            continue
+        row = {t: float(np.mean([s.max() / ideal[t] for r in runs if len(s := r.scores(t))] or [np.nan]))
+               for t in tasks}
+        row["average"] = float(np.nanmean(list(row.values())))
+        table[label] = row
+    return table
+
+
+def _suite_section(suite: str, runs: list[RunResult], labels: dict, out: Path) -> tuple[str, list[Path]]:
+    tasks = get_suite(suite).task_names
+    methods = _per_method(runs, labels)
+    written = []
+    text = f"## {suite}\n\nSeeds per method: " + ", ".join(f"{m} {len(r)}" for m, r in methods.items()) + "\n\n"
+    tables = [("max average return", "max", "return", "max_return"), ("final return", "last", "return",
+                                                                        "final_return")]
+    if get_suite(suite).success_metric:
+        tables.append(("final success rate", "last", "success", "final_success"))
+    for title, reduce, metric, stem in tables:
+        scores = score_table(methods, tasks, reduce, metric)
+        header = ["task", *scores]
+        rows = [[t, *(_cell(*scores[m][t]) for m in scores)] for t in tasks]
+        text += f"### {title} (mean ± std across seeds)\n\n" + markdown_table(header, rows) + "\n"
+        csv_rows = [[t, m, *scores[m][t]] for t in tasks for m in scores]
+        path = out / f"{suite}_{stem}.csv"
+        write_text(path, _csv(["task", "method", "mean", "std", "seeds"], csv_rows))
+        written.append(path)
+    if IDEAL in methods and len(methods) > 1:
+        ratios = ratio_table(methods, tasks)
+        header = ["method", *tasks, "average"]
+        rows = [[m, *(f"{r[c]:.4f}" for c in (*tasks, "average"))] for m, r in ratios.items()]
+        text += "### performance ratio to Ideal (KTM-DRL Table 3 layout)\n\n" + markdown_table(header, rows) + "\n"
+        path = out / f"{suite}_ratio.csv"
+        write_text(path, _csv(header, [[m, *(r[c] for c in (*tasks, "average"))] for m, r in ratios.items()]))
+        written.append(path)
+    png = plot_curves({m: [r.rows for r in rs] for m, rs in methods.items()}, tasks, out / f"{suite}_curves.png",
+                      title=f"{suite}: mean ± std across seeds")
+    text += f"![learning curves]({png.name})\n\n"
+    return text, [*written, png]
+
+
+def report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+           teachers: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``report.md``, the CSV tables and the curve PNGs of the sweep; returns the written paths."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"no sweep folder {sweep_dir}")
+    runs = find_runs(sweep_dir)
+    if teachers:
+        runs += [r for r in find_runs(teachers) if r.recipe == TEACHER_RECIPE]
+    if not runs:
+        raise FileNotFoundError(f"no finished run (<recipe>/<suite>/<variant>/seed<k>/{SUMMARY}) under {sweep_dir}")
+    out = Path(out_dir) if out_dir else sweep_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    labels = _labels(runs)
+    text = f"# Report of {sweep_dir.name}\n\n{len(runs)} finished runs.\n\n"
+    written = []
+    for suite in sorted({r.suite for r in runs}):
+        section, paths = _suite_section(suite, [r for r in runs if r.suite == suite], labels, out)
+        text += section
+        written += paths
+    write_text(out / "report.md", text)
+    return [out / "report.md", *written]
