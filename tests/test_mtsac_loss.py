@@ -1,0 +1,171 @@
+"""MultiTaskSACLoss: rescaling weights, mask-out, masked log-prob and target entropy, TD target, TorchRL plumbing."""
+
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.modules import TanhNormal
+from torchrl.objectives import SoftUpdate, ValueEstimators
+
+from tdmt.envs import action_masks
+from tdmt.modules import make_sac_backbone
+from tdmt.objectives import MultiTaskSACLoss
+from tdmt.objectives.multitask_sac import extreme_task_mask, loss_rescaling_weights, masked_tanh_normal_log_prob
+
+K, N, OBS, ACT_DIMS, ACT = 3, 8, 5, (2, 4, 3), 4
+
+
+def make_loss(gamma: float = 0.99, **kwargs) -> MultiTaskSACLoss:
+    torch.manual_seed(0)
+    bb = make_sac_backbone("mtsac", num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(16, 16))
+    loss = MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT), **kwargs)
+    loss.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
+    return loss
+
+
+def make_batch(terminated: bool = False, reward: torch.Tensor | None = None) -> TensorDict:
+    g = torch.Generator().manual_seed(1)
+    tid = torch.arange(K)[:, None].expand(K, N)
+    mask = action_masks(ACT_DIMS, ACT)[tid]
+    reward = torch.randn(K, N, 1, generator=g) if reward is None else reward
+    flags = torch.full((K, N, 1), terminated)
+    return TensorDict({
+        "observation": torch.randn(K, N, OBS, generator=g), "task_id": tid,
+        "action": (torch.rand(K, N, ACT, generator=g) * 2 - 1) * mask,
+        "next": {"observation": torch.randn(K, N, OBS, generator=g), "task_id": tid, "reward": reward,
+                 "done": flags.clone(), "terminated": flags.clone()}}, [K, N])
+
+
+def test_rescaling_weights_hand_computed_and_sum_to_k():
+    # softmax(-log [1, 2, 4]) = (1, 1/2, 1/4) / 1.75  ->  w = 3 * (4, 2, 1) / 7
+    w = loss_rescaling_weights(torch.log(torch.tensor([1.0, 2.0, 4.0])))
+    torch.testing.assert_close(w, torch.tensor([12 / 7, 6 / 7, 3 / 7]))
+    assert w.sum().item() == pytest.approx(3.0)
+    loss = make_loss()
+    with torch.no_grad():
+        loss.log_alpha.copy_(torch.log(torch.tensor([1.0, 2.0, 4.0])))
+    out = loss(make_batch())
+    torch.testing.assert_close(out["task_weight"], torch.tensor([12 / 7, 6 / 7, 3 / 7]))
+    w10 = loss_rescaling_weights(torch.randn(10))
+    assert w10.sum().item() == pytest.approx(10.0, rel=1e-6)
+
+
+def test_extreme_task_mask_drops_exactly_extreme_tasks():
+    losses = torch.tensor([10.0, 5000.0, -4000.0, 2999.0])
+    assert extreme_task_mask(losses, 100_000, 3000.0, 100_000).tolist() == [True, False, False, True]
+    assert extreme_task_mask(losses, 99_999, 3000.0, 100_000).tolist() == [True] * 4
+    two = torch.tensor([[1.0, 1.0, 4000.0], [1.0, 3500.0, 1.0]])  # critic and actor: either extreme drops the task
+    assert extreme_task_mask(two, 10, 3000.0, 0).tolist() == [True, False, False]
+
+
+def test_loss_mask_out_zeroes_only_the_extreme_task():
+    reward = torch.zeros(K, N, 1)
+    reward[1] = 1e4  # task 1's critic loss is ~1e8
+    batch = make_batch(reward=reward)
+    ref = make_loss(mask_out_threshold=math.inf, loss_rescaling=False)
+    masked = make_loss(mask_out_threshold=3000.0, mask_out_start=100, loss_rescaling=False)
+    masked.set_env_steps(100)
+    torch.manual_seed(5)
+    out_ref = ref(batch.clone())
+    torch.manual_seed(5)
+    out = masked(batch.clone())
+    assert out["task_kept"].tolist() == [1.0, 0.0, 1.0]
+    assert out_ref["loss_qvalue"][1] > 1e6
+    assert out["loss_qvalue"][1] == 0 and out["loss_actor"][1] == 0
+    for key in ("loss_qvalue", "loss_actor"):
+        torch.testing.assert_close(out[key][[0, 2]], out_ref[key][[0, 2]])
+    masked.set_env_steps(99)  # before the start step nothing is dropped
+    torch.manual_seed(5)
+    assert masked(batch.clone())["task_kept"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_log_prob_ignores_padded_dims_and_target_entropy():
+    loss = make_loss()
+    assert loss.target_entropy.tolist() == [-2.0, -4.0, -3.0]
+    batch = make_batch()
+    action = batch["action"].clone()
+    lp = loss.log_prob(batch, action)
+    changed = action.clone()
+    changed[0, :, 2:] = 0.7  # task 0 has 2 real dims: dims 2, 3 are padding
+    changed[2, :, 3] = -0.3
+    torch.testing.assert_close(loss.log_prob(batch, changed), lp)
+    changed[0, :, 1] = 0.5  # a real dim does count
+    assert not torch.allclose(loss.log_prob(batch, changed)[0], lp[0])
+    # the padded dims of the distribution do not count either, and the real ones equal the 1-d formula
+    loc, scale, u = torch.tensor([0.3, -2.0]), torch.tensor([0.5, 3.0]), torch.tensor([0.2, 1.5])
+    mask = torch.tensor([1.0, 0.0])
+    dist_a, dist_b = TanhNormal(loc, scale), TanhNormal(torch.tensor([0.3, 5.0]), torch.tensor([0.5, 0.1]))
+    a = torch.tanh(u)
+    expected = torch.distributions.Normal(0.3, 0.5).log_prob(u[0]) - torch.log(1 - torch.tanh(u[0]) ** 2)
+    torch.testing.assert_close(masked_tanh_normal_log_prob(dist_a, u, a, mask), expected)
+    torch.testing.assert_close(masked_tanh_normal_log_prob(dist_b, u, a, mask), expected)
+
+
+def test_sampled_actions_are_masked_and_policy_j_on_rows_of_task_i():
+    loss = make_loss()
+    batch = make_batch()
+    action, lp = loss.sample_log_prob(batch, policy_task_id=1)
+    assert action.shape == (K, N, ACT) and lp.shape == (K, N)
+    assert (action[0, :, 2:] == 0).all() and (action[2, :, 3] == 0).all()  # masked by the row's own task
+    # log pi_1 on task-1 rows equals the default (own policy) log-prob there, and differs on other rows
+    torch.testing.assert_close(loss.log_prob(batch, action, policy_task_id=1)[1],
+                               loss.log_prob(batch, action)[1])
+    assert not torch.allclose(loss.log_prob(batch, action, policy_task_id=1)[0], loss.log_prob(batch, action)[0])
+
+
+def test_terminal_target_is_the_reward_and_per_task_reduction():
+    batch = make_batch(terminated=True)
+    loss = make_loss(loss_rescaling=False)
+    out = loss(batch.clone())
+    q = loss.q_values(batch)  # [2, K, N]
+    reward = batch["next", "reward"].squeeze(-1)
+    expected = ((q - reward) ** 2).sum(0).mean(-1)
+    torch.testing.assert_close(out["loss_qvalue"], expected)
+    # the same transitions in a flat, shuffled layout give the same per-task losses (routing by task_id)
+    perm = torch.randperm(K * N, generator=torch.Generator().manual_seed(0))
+    flat = batch.reshape(-1)[perm]
+    torch.testing.assert_close(loss(flat)["loss_qvalue"], expected)
+
+
+def test_alpha_loss_per_task_and_reductions():
+    loss = make_loss()
+    batch = make_batch()
+    torch.manual_seed(3)
+    out = loss(batch.clone())
+    torch.manual_seed(3)
+    _, log_prob = loss.sample_log_prob(batch.get("next"))  # same draws as the critic target...
+    _, log_prob = loss.sample_log_prob(batch)  # ...then the actor's draws
+    expected = -loss.log_alpha.detach() * (log_prob.mean(-1) + loss.target_entropy)
+    torch.testing.assert_close(out["loss_alpha"].detach(), expected)
+    torch.testing.assert_close(out["entropy"], -log_prob.mean(-1))
+    mean_loss = make_loss(reduction="mean")
+    torch.manual_seed(3)
+    assert mean_loss(batch.clone())["loss_alpha"].detach().item() == pytest.approx(expected.mean().item(), rel=1e-5)
+
+
+def test_soft_update_set_keys_and_bad_input():
+    loss = make_loss()
+    updater = SoftUpdate(loss, tau=0.1)
+    key = next(iter(loss.qvalue_network_params.keys(True, True)))
+    with torch.no_grad():
+        loss.qvalue_network_params.get(key).add_(1.0)
+    before_target = loss.target_qvalue_network_params.get(key).clone()
+    param = loss.qvalue_network_params.get(key).detach().clone()
+    updater.step()
+    torch.testing.assert_close(loss.target_qvalue_network_params.get(key), 0.9 * before_target + 0.1 * param)
+
+    batch = make_batch()
+    torch.manual_seed(2)
+    ref = loss(batch.clone())
+    renamed = batch.clone()
+    renamed.rename_key_(("next", "reward"), ("next", "r"))
+    loss.set_keys(reward="r")
+    torch.manual_seed(2)
+    torch.testing.assert_close(loss(renamed)["loss_qvalue"], ref["loss_qvalue"])
+
+    bb = make_sac_backbone("mtsac", num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(8,))
+    with pytest.raises(ValueError, match="valid: \\['none', 'mean', 'sum'\\]"):
+        MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT), reduction="avg")
+    with pytest.raises(ValueError, match="expected 1 or K=3"):
+        MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT), target_entropy=[1.0, 2.0])
