@@ -94,8 +94,9 @@ def test_masked_sampling_never_picks_masked_and_falls_back_to_own():
     assert mask[some].gather(1, j[some, None]).all()
     assert torch.equal(j[~some], own[~some]) and (~some).sum() >= 200
     # among allowed entries, frequencies follow the renormalised softmax
-    one = masked_guide_sample(torch.tensor([[0.0, math.log(3.0), 5.0]]).expand(20000, 3),
-                              torch.tensor([[True, True, False]]).expand(20000, 3), torch.zeros(20000, dtype=torch.long),
+    n = 20000
+    one = masked_guide_sample(torch.tensor([[0.0, math.log(3.0), 5.0]]).expand(n, 3),
+                              torch.tensor([[True, True, False]]).expand(n, 3), torch.zeros(n, dtype=torch.long),
                               generator=g)
     assert (one == 2).sum() == 0
     assert abs((one == 1).float().mean().item() - 0.75) < 0.02
@@ -137,7 +138,8 @@ def _drive(gb: GuidedBehaviour, steps: int, done_at: dict[int, list[int]], choos
         choices.append(gb.choose(obs, chooser).clone())
         done = torch.zeros(B, dtype=torch.bool)
         done[done_at.get(t, [])] = True
-        out = gb.record(obs, torch.full((B, 1), float(t)), torch.ones(B), obs + 1, done, torch.zeros(B, dtype=torch.bool))
+        never = torch.zeros(B, dtype=torch.bool)
+        out = gb.record(obs, torch.full((B, 1), float(t)), torch.ones(B), obs + 1, done, never)
         if out is not None:
             emitted.append((t, out))
     return torch.stack(choices), emitted

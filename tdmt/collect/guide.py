@@ -76,7 +76,7 @@ def hindsight_relabel(log_probs: torch.Tensor, valid: torch.Tensor) -> torch.Ten
 
 
 def policy_filter_mask(q_comp: torch.Tensor, v_own: torch.Tensor) -> torch.Tensor:
-    """Policy-filter gate (CTPG Eq. 11): ``m[..., j] = Q^g_comp(s, j) ≥ V_i(s)``; ``q_comp [..., K]``, ``v_own [...]``."""
+    """Policy-filter gate (CTPG Eq. 11): ``m[..., j] = Q^g_comp(s, j) ≥ V_i(s)``; q_comp [..., K], v_own [...]."""
     return q_comp >= v_own.unsqueeze(-1)
 
 
@@ -188,10 +188,12 @@ class GuidedBehaviour:
         return self.t == 0
 
     def choose(self, observation: torch.Tensor, chooser) -> torch.Tensor:
-        """Behaviour task per row; ``chooser(observation[rows], own_task[rows]) -> j[rows]`` runs on block starts."""
+        """Behaviour task per row. When some row starts a block, ``chooser(observation, own_task) -> j`` (all rows,
+        so stacked guide heads keep their ``[K, ...]`` layout) is called and only the starting rows take its ``j``."""
         start = self.block_start
         if start.any():
-            self.choice[start] = chooser(observation[start], self.own_task[start]).to(self.choice.dtype)
+            drawn = chooser(observation, self.own_task).to(self.choice.dtype)
+            self.choice[start] = drawn[start]
             self.start_obs[start] = observation[start]
         return self.choice
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 from torch import nn
@@ -106,6 +106,16 @@ class GuideDiscreteSACLoss(LossModule):
     default_value_estimator = ValueEstimators.TD0
     out_keys = ["loss_qvalue", "loss_comp_qvalue", "loss_actor", "loss_alpha", "guide_alpha", "guide_entropy"]
 
+    actor_network: TensorDictModule
+    qvalue_network: TensorDictModule
+    comp_qvalue_network: TensorDictModule
+    actor_network_params: TensorDictParams
+    qvalue_network_params: TensorDictParams
+    comp_qvalue_network_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_qvalue_network_params: TensorDictParams
+    target_comp_qvalue_network_params: TensorDictParams
+
     def __init__(self, actor_network: TensorDictModule, qvalue_network: TensorDictModule,
                  comp_qvalue_network: TensorDictModule, *, num_tasks: int, num_qvalue_nets: int = 2,
                  alpha_init: float = 1.0, target_entropy_weight: float = 0.98, loss_function: str = "l2"):
@@ -151,6 +161,16 @@ class GuideDiscreteSACLoss(LossModule):
     def _logits(self, td: TensorDictBase) -> torch.Tensor:
         with self.actor_network_params.to_module(self.actor_network):
             return self.actor_network(td.select("observation").clone(False)).get(self.tensor_keys.logits)
+
+    @torch.no_grad()
+    def guide_logits(self, td: TensorDictBase) -> torch.Tensor:
+        """Guide actor logits ``[K, ..., K]`` on ``observation`` laid out ``[K, ...]`` (for acting)."""
+        return self._logits(td)
+
+    @torch.no_grad()
+    def comparable_q(self, td: TensorDictBase) -> torch.Tensor:
+        """``min_m Q^c_{i,m}(s, ·)`` ``[K, ..., K]`` (current comparable critics; for the policy-filter gate)."""
+        return self._q(self._vmap_qc, td, self.comp_qvalue_network_params, self.tensor_keys.comp_action_value).min(0)[0]
 
     def _q(self, vmap_fn, td: TensorDictBase, params, key: NestedKey) -> torch.Tensor:
         return vmap_fn(td.select("observation").clone(False), params).get(key)

@@ -1,0 +1,13 @@
+"""CTPG on a multi-task SAC backbone: ``python recipes/ctpg.py suite=metaworld-mt10 backbone=mhsac guide=ctpg seed=0``.
+
+``guide=none`` is the backbone's Base run, ``guide=qmp`` the QMP baseline; ablations: ``policy_filter=false``,
+``guide_block=success|off``, ``hindsight=false``, ``guide_step=5``. Keys and defaults: ``tdmt.algos.ctpg.Config``.
+"""
+
+import sys
+
+from tdmt.algos.ctpg import Config, run
+from tdmt.config import parse_args
+
+if __name__ == "__main__":
+    run(parse_args(Config, sys.argv[1:]))

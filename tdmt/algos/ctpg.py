@@ -1,0 +1,422 @@
+"""Recipe ``ctpg``: Cross-Task Policy Guidance (He et al., NeurIPS 2024, Alg. 3) on any multi-task SAC backbone,
+with the QMP baseline and the paper's ablations (DESIGN §6).
+
+API summary
+-----------
+* ``Config``: ``sac_mt.Config`` (control policies: backbone, paper hyper-parameters) plus the guide:
+  ``guide=ctpg|qmp|none`` (``none`` = the backbone's "Base" run), ``guide_step`` H (10), ``policy_filter``
+  (on), ``filter_start`` (10k env steps), ``mc_samples`` M (5), ``guide_block=temperature|success|off`` (Eq. 14,
+  or eval success rate above ``block_success_threshold``), ``hindsight`` (on), ``guide_lr`` (1e-4),
+  ``guide_hidden`` (() = multi-head 2×400 HalfCheetah / 5×400 Meta-World, App. F.3 Table 10).
+* ``SACControlPolicies(loss)``: the :class:`tdmt.collect.ControlPolicies` view of a ``MultiTaskSACLoss``.
+* ``GuideLearner(cfg, suite, policies)``: guide networks + ``GuideDiscreteSACLoss`` + Adam + ``SoftUpdate``;
+  ``choose(observation, own, blocked, filter_on)`` (guided behaviour draw), ``update(batch, blocked)``.
+* ``run(cfg) -> summary``: one env step of all K tasks per "step"; control update every step after
+  ``exploration_steps``; every H steps one guide update (hindsight relabel → comparable-entropy bonus → loss);
+  evaluation (mean return; success rate on Meta-World) every ``eval_every``; checkpoint/resume via
+  ``TrainingRun``; writes metrics.csv, eval.csv, results.md (CTPG Table 1 layout), curves.png, summary.json.
+
+Behaviour (Eq. 7–8, 11–12, 14): each task row keeps its behaviour policy j for H steps (a new draw at every block
+start and at each episode start). ``ctpg``: ``j ~ π^g_i(·|s)`` with logits of filtered-out policies at ``-inf``
+(own policy if all are filtered), blocked tasks always use their own policy. ``qmp``: ``j = argmax_j min Q_i(s,
+a_j)``, ``a_j ~ π_j``. Guide transitions go to a per-task guide replay; blocked tasks' rows are masked out of every
+guide loss (and get no hindsight computation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Literal
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.objectives import SoftUpdate, ValueEstimators
+from tqdm import tqdm
+
+from tdmt.algos import sac_mt
+from tdmt.algos.run import TrainingRun
+from tdmt.collect import (
+    GuidedBehaviour,
+    guide_block,
+    hindsight_log_probs,
+    hindsight_relabel,
+    masked_guide_sample,
+    own_entropy_bonus,
+    policy_filter_mask,
+    qmp_choice,
+    state_value,
+)
+from tdmt.data import PerTaskReplayBuffer
+from tdmt.envs import MultiTaskEnv, Suite, get_suite, make_env
+from tdmt.eval import evaluate
+from tdmt.objectives import GuideDiscreteSACLoss
+from tdmt.objectives.guide_sac import make_guide_networks
+from tdmt.objectives.multitask_sac import MultiTaskSACLoss
+from tdmt.report import markdown_table, plot_curves, write_text
+
+Guide = Literal["ctpg", "qmp", "none"]
+BlockMode = Literal["temperature", "success", "off"]
+BACKBONE_COLUMNS = {"mtsac": "MTSAC", "mhsac": "MHSAC", "pcgrad": "PCGrad", "sm": "SM", "paco": "PaCo"}
+GUIDE_ROWS = {"none": "Base", "qmp": "w/ QMP", "ctpg": "w/ CTPG"}
+
+
+@dataclasses.dataclass
+class Config(sac_mt.Config):
+    guide: Guide = "ctpg"
+    guide_step: int = 10
+    policy_filter: bool = True
+    filter_start: int = 10_000
+    mc_samples: int = 5
+    guide_block: BlockMode = "temperature"
+    block_success_threshold: float = 0.9
+    hindsight: bool = True
+    guide_lr: float = 1e-4
+    guide_hidden: tuple[int, ...] = ()  # () = multi-head 2×400 (HalfCheetah) / 5×400 (Meta-World)
+
+    def validate(self) -> None:
+        if not self.run_dir:
+            self.run_dir = f"runs/ctpg/{self.guide}/{self.backbone}/{self.suite}/seed{self.seed}"
+        super().validate()
+        for name in ("guide_step", "mc_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.guide_block == "success" and not get_suite(self.suite).success_metric:
+            raise ValueError(f"guide_block='success' needs a suite with a success metric; {self.suite!r} has none "
+                             "(valid: 'temperature', 'off')")
+        if any(h < 1 for h in self.guide_hidden):
+            raise ValueError(f"guide_hidden sizes must be >= 1, got {self.guide_hidden}")
+
+
+class SACControlPolicies:
+    """:class:`tdmt.collect.ControlPolicies` over a ``MultiTaskSACLoss`` ("act as task j" = overwrite ``task_id``)."""
+
+    def __init__(self, loss: MultiTaskSACLoss):
+        self.loss, self.num_tasks = loss, loss.num_tasks
+
+    @staticmethod
+    def _td(observation: torch.Tensor, own: torch.Tensor) -> TensorDictBase:
+        return TensorDict({"observation": observation, "task_id": own}, batch_size=own.shape)
+
+    @torch.no_grad()
+    def sample(self, observation, own, policy):
+        return self.loss.sample_log_prob(self._td(observation, own), policy_task_id=policy)
+
+    @torch.no_grad()
+    def log_prob(self, observation, action, own, policy):
+        return self.loss.log_prob(self._td(observation, own), action, policy_task_id=policy)
+
+    @torch.no_grad()
+    def min_q(self, observation, action, own):
+        return self.loss.min_q(self._td(observation, own), action)
+
+    def log_alpha(self) -> torch.Tensor:
+        return self.loss.log_alpha.detach()
+
+
+class GuideLearner:
+    """The guide policy of every task: networks, loss, optimizer, target updates, behaviour draws and updates."""
+
+    def __init__(self, cfg: Config, suite: Suite, policies: SACControlPolicies):
+        self.cfg, self.suite, self.policies = cfg, suite, policies
+        hidden = cfg.guide_hidden or sac_mt.paper_sizes(suite.name, "mhsac")[0]
+        actor, qvalue, comp_qvalue = make_guide_networks(suite.num_tasks, suite.obs_max, hidden)
+        self.loss = GuideDiscreteSACLoss(actor, qvalue, comp_qvalue, num_tasks=suite.num_tasks)
+        self.loss.make_value_estimator(ValueEstimators.TD0, gamma=cfg.gamma)
+        self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
+        self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=cfg.guide_lr)
+        self.updates = 0
+
+    @torch.no_grad()
+    def choose(self, observation: torch.Tensor, own: torch.Tensor, blocked: torch.Tensor, filter_on: bool
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Behaviour policy per row (flat ``[K·E]`` rows in task-major order) and draw statistics."""
+        K = self.suite.num_tasks
+        obs = observation.view(K, -1, observation.shape[-1])
+        td = TensorDict({"observation": obs}, batch_size=obs.shape[:2])
+        logits = self.loss.guide_logits(td).reshape(-1, K)
+        mask = torch.ones_like(logits, dtype=torch.bool)
+        if filter_on:
+            q_comp = self.loss.comparable_q(td).reshape(-1, K)
+            v_own = state_value(self.policies, obs, own.view(K, -1), self.cfg.mc_samples).reshape(-1)
+            mask = policy_filter_mask(q_comp, v_own)
+        choice = masked_guide_sample(logits, mask, own)
+        choice = torch.where(blocked[own], own, choice)
+        return choice, {"guide/filter_pass": float(mask.float().mean()),
+                        "guide/all_filtered": float((~mask.any(-1)).float().mean())}
+
+    def update(self, batch: TensorDictBase, blocked: torch.Tensor) -> dict[str, float]:
+        """Hindsight relabel (unblocked rows), comparable-entropy bonus, one guide SAC step, soft target update."""
+        active = ~blocked
+        tasks = active.nonzero().flatten()
+        with torch.no_grad():
+            sub = batch[tasks]
+            relabelled = 0.0
+            if self.cfg.hindsight:
+                table = hindsight_log_probs(self.policies, sub["seq_observation"], sub["seq_action"], sub["task_id"])
+                new = hindsight_relabel(table, sub["seq_valid"])
+                relabelled = float((new != sub["action"]).float().mean())
+                batch["action"][tasks] = new
+            bonus = torch.zeros(batch.shape)
+            bonus[tasks] = own_entropy_bonus(self.policies, sub["seq_observation"], sub["seq_valid"], sub["task_id"],
+                                             self.cfg.gamma)
+        batch.set("own_entropy_bonus", bonus)
+        batch.set("active", active[:, None].expand(batch.shape))
+        out = self.loss(batch)
+        self.optimizer.zero_grad()
+        (out["loss_qvalue"] + out["loss_comp_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()
+        self.optimizer.step()
+        self.target_updater.step()
+        self.updates += 1
+        keys = ("loss_qvalue", "loss_comp_qvalue", "loss_actor", "loss_alpha", "guide_entropy")
+        row = {f"guide/{k}": float(out[k].detach()) for k in keys}
+        row["guide/relabelled"] = relabelled
+        row["guide/active_tasks"] = float(active.sum())
+        return row
+
+    def state_dict(self) -> dict:
+        return {"loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]
+
+
+def _own_policy(observation: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    return own
+
+
+class CTPGAgent:
+    """Control learner (``sac_mt.MultiTaskSAC``), guide learner, gates and the guided behaviour of one run."""
+
+    def __init__(self, cfg: Config, suite: Suite, num_envs_per_task: int = 1):
+        self.cfg, self.suite = cfg, suite
+        self.sac = sac_mt.MultiTaskSAC(cfg, suite)
+        self.policies = SACControlPolicies(self.sac.loss)
+        self.guide = GuideLearner(cfg, suite, self.policies) if cfg.guide == "ctpg" else None
+        own = torch.arange(suite.num_tasks).repeat_interleave(num_envs_per_task)
+        self.behaviour = GuidedBehaviour(own, suite.obs_max, suite.act_max, cfg.guide_step, cfg.gamma)
+        self.last_success = torch.zeros(suite.num_tasks)
+        self.env_steps = 0
+        self.stats: dict[str, float] = {}
+
+    def blocked(self) -> torch.Tensor:
+        """``[K]`` tasks that use no guidance now (guide-block gate)."""
+        if self.cfg.guide_block == "temperature":
+            return guide_block(self.sac.loss.log_alpha.detach())
+        if self.cfg.guide_block == "success":
+            return self.last_success > self.cfg.block_success_threshold
+        return torch.zeros(self.suite.num_tasks, dtype=torch.bool)
+
+    def _chooser(self, observation: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        if self.cfg.guide == "qmp":
+            return qmp_choice(self.policies, observation, own)
+        blocked = self.blocked()
+        choice, self.stats = self.guide.choose(observation, own, blocked,
+                                               self.cfg.policy_filter and self.env_steps >= self.cfg.filter_start)
+        self.stats["guide/blocked_tasks"] = float(blocked.sum())
+        return choice
+
+    @torch.no_grad()
+    def act(self, td: TensorDictBase, random: bool) -> TensorDictBase:
+        """Write ``action`` for every env row: uniform while ``random``, else ``a ~ π_j`` with the behaviour j."""
+        if self.cfg.guide == "none":
+            return self.sac.explore(td, random=random)
+        own = td.get("task_id")
+        obs = td.get("observation").reshape(own.numel(), -1)
+        choice = self.behaviour.choose(obs, _own_policy if random else self._chooser).view(own.shape)
+        if random:
+            return self.sac.explore(td, random=True)
+        self.stats["guide/other_policy"] = float((choice != own).float().mean())
+        acting = td.select("observation").set("task_id", choice)
+        with set_exploration_type(ExplorationType.RANDOM):
+            action = self.sac.actor(acting).get("action")
+        return td.set("action", action * self.sac.mask[own])
+
+    def record(self, transition: TensorDictBase, reward_scale: float) -> TensorDictBase | None:
+        """Feed one env step to the block logic; returns the finished guide transitions (scaled rewards)."""
+        n = transition.numel()
+        nxt = transition.get("next")
+        return self.behaviour.record(
+            transition.get("observation").reshape(n, -1), transition.get("action").reshape(n, -1),
+            nxt.get("reward").reshape(n) * reward_scale, nxt.get("observation").reshape(n, -1),
+            nxt.get("done").reshape(n), nxt.get("terminated").reshape(n))
+
+    def state_dict(self) -> dict:
+        state = {"sac": self.sac.state_dict(), "last_success": self.last_success}
+        if self.guide is not None:
+            state["guide"] = self.guide.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sac.load_state_dict(state["sac"])
+        self.last_success = state["last_success"]
+        if self.guide is not None:
+            self.guide.load_state_dict(state["guide"])
+
+
+def _results_table(cfg: Config, suite: Suite, value: float) -> str:
+    """CTPG Table 1 layout (rows: suite × Base / w/ QMP / w/ CTPG; columns: backbones); this run fills one cell."""
+    header = ["Environment", "Method", *BACKBONE_COLUMNS.values()]
+    rows = []
+    for guide, label in GUIDE_ROWS.items():
+        cells = ["" for _ in BACKBONE_COLUMNS]
+        if guide == cfg.guide:
+            cells[list(BACKBONE_COLUMNS).index(cfg.backbone)] = value
+        rows.append([suite.name if guide == "none" else "", label, *cells])
+    return markdown_table(header, rows)
+
+
+def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -> None:
+    rows = run.evals.rows()
+    metric = "success" if suite.success_metric else "return"
+    label = f"{BACKBONE_COLUMNS[cfg.backbone]} {GUIDE_ROWS[cfg.guide]}"
+    plot_curves({label: [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
+                title=f"ctpg: {label} on {suite.name}, seed {cfg.seed}")
+    if suite.success_metric:
+        value, unit = 100 * summary["final_mean_success"], "mean success rate (%)"
+    else:
+        value, unit = summary["final_mean_return"] / 1e3, "mean episode return (×1e3)"
+    per_task = [[name, float(rows[-1][f"eval/{name}/return"])]
+                + ([float(rows[-1][f"eval/{name}/success"])] if suite.success_metric else [])
+                for name in suite.task_names]
+    text = (f"# ctpg: {label} on {suite.name}, seed {cfg.seed}\n\n"
+            f"{summary['steps']} env steps per task, guide step H={cfg.guide_step}, policy filter "
+            f"{'on' if cfg.policy_filter else 'off'}, guide block {cfg.guide_block}, hindsight "
+            f"{'on' if cfg.hindsight else 'off'}; {summary['wall_time_s'] / 3600:.2f} h.\n\n"
+            f"Final {unit} over {cfg.eval_episodes} deterministic episodes per task (CTPG Table 1 layout; "
+            "`tdmt report` fills the other cells across a sweep):\n\n" + _results_table(cfg, suite, value)
+            + "\nPer task (final evaluation):\n\n"
+            + markdown_table(["task", "return"] + (["success"] if suite.success_metric else []), per_task))
+    write_text(run.dir / "results.md", text)
+
+
+def _evaluate(run: TrainingRun, eval_env, agent: CTPGAgent, step: int) -> None:
+    result = evaluate(eval_env, agent.sac.actor)
+    if result.success_rate is not None:
+        agent.last_success = torch.tensor(result.success_rate)
+    run.evals.log(step, **result.as_row())
+
+
+def _guide_ready(replay: PerTaskReplayBuffer) -> bool:
+    return all(replay.num_transitions(k) > 0 for k in range(replay.num_tasks))
+
+
+class Trainer:
+    """Env, replays and agent of one run; :meth:`step` is one env step of every task plus the updates it triggers.
+
+    ``suite`` may be a ``Suite`` object (e.g. a task subset) instead of ``cfg.suite``'s.
+    """
+
+    def __init__(self, cfg: Config, suite: Suite | None = None):
+        self.cfg = cfg
+        self.suite = suite or get_suite(cfg.suite)
+        self.env = MultiTaskEnv(self.suite, seed=cfg.seed, device=cfg.device)
+        self.agent = CTPGAgent(cfg, self.suite)
+        K = self.suite.num_tasks
+        self.replay = PerTaskReplayBuffer(K, cfg.buffer_size_per_task, cfg.batch_size_per_task, storage=cfg.storage)
+        self.buffers = {"replay": self.replay}
+        self.guide_replay = None
+        if self.agent.guide is not None:
+            self.guide_replay = PerTaskReplayBuffer(K, max(1, cfg.buffer_size_per_task // cfg.guide_step),
+                                                    cfg.batch_size_per_task, storage=cfg.storage)
+            self.buffers["guide_replay"] = self.guide_replay
+        self.episode_return = torch.zeros(K)
+        self.td = self.env.reset()
+        self.last: dict[str, torch.Tensor] | None = None
+        self.guide_row: dict[str, float] = {}
+
+    def step(self, step: int) -> dict[int, float]:
+        """Env step ``step`` (1-based) of all tasks, storage, control update and (every H) guide update.
+
+        Returns the training episode returns of the tasks whose episode ended at this step.
+        """
+        cfg, agent = self.cfg, self.agent
+        agent.env_steps = step
+        agent.act(self.td, random=step <= cfg.exploration_steps)
+        transition, self.td = self.env.step_and_maybe_reset(self.td)
+        stored = transition.select(*sac_mt.TRANSITION_KEYS)
+        reward = stored.get(("next", "reward"))
+        stored.set(("next", "reward"), reward * cfg.reward_scale)
+        self.replay.extend(stored)
+        if cfg.guide != "none":  # block timing (QMP too); only CTPG trains on the guide transitions
+            guide_transitions = agent.record(transition, cfg.reward_scale)
+            if self.guide_replay is not None and guide_transitions is not None:
+                self.guide_replay.extend(guide_transitions)
+        self.episode_return += reward.squeeze(-1)
+        done = transition.get(("next", "done")).squeeze(-1)
+        ended = {k: float(self.episode_return[k]) for k in done.nonzero().flatten().tolist()}
+        self.episode_return[done] = 0.0
+        if step > cfg.exploration_steps:
+            for _ in range(cfg.updates_per_step):
+                self.last = agent.sac.update(self.replay.sample(), env_steps=step)
+            blocked = agent.blocked()
+            if (agent.guide is not None and step % cfg.guide_step == 0 and _guide_ready(self.guide_replay)
+                    and not bool(blocked.all())):
+                self.guide_row = agent.guide.update(self.guide_replay.sample(), blocked)
+        return ended
+
+    def metrics(self) -> dict[str, float]:
+        """Latest control-update, guide-update and behaviour statistics (empty before the first update)."""
+        if self.last is None:
+            return {}
+        return {**sac_mt.update_metrics(self.last, self.suite.task_names), **self.guide_row, **self.agent.stats}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def run(cfg: Config) -> dict:
+    """Train ``cfg.backbone`` with ``cfg.guide`` guidance on ``cfg.suite`` (resumes from ``cfg.run_dir``)."""
+    cfg = dataclasses.replace(cfg)
+    cfg.validate()
+    torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(cfg)
+    suite, agent = trainer.suite, trainer.agent
+    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
+    run_ = TrainingRun(cfg.run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
+    start_step = run_.resume(agent.load_state_dict, trainer.buffers)
+    start = time.time()
+    with run_.guard(agent.state_dict, trainer.buffers) as guard:
+        for step in tqdm(range(start_step + 1, cfg.total_steps + 1), desc=f"ctpg {cfg.guide} {cfg.backbone} "
+                         f"{suite.name}", initial=start_step, total=cfg.total_steps, disable=None):
+            ended = trainer.step(step)
+            if ended:
+                run_.metrics.log(step, **{f"train/{suite.task_names[k]}/episode_return": r for k, r in ended.items()})
+            if step % cfg.log_every == 0 and trainer.last is not None:
+                sps = (step - start_step) / max(time.time() - start, 1e-9)
+                run_.metrics.log(step, **trainer.metrics(), steps_per_s=sps)
+            if step % cfg.eval_every == 0:
+                _evaluate(run_, eval_env, agent, step)
+            run_.maybe_checkpoint(step, agent.state_dict, trainer.buffers)
+            guard.check(step)
+    rows = run_.evals.rows()
+    if not rows or int(float(rows[-1]["step"])) != cfg.total_steps:
+        _evaluate(run_, eval_env, agent, cfg.total_steps)
+        rows = run_.evals.rows()
+    summary = _summary(cfg, suite, rows, agent, time.time() - start, run_.resumed_from)
+    _write_results(run_, cfg, suite, summary)
+    run_.finish(summary)
+    trainer.close()
+    eval_env.close()
+    return summary
+
+
+def _summary(cfg: Config, suite: Suite, rows: list[dict], agent: CTPGAgent, wall: float,
+             resumed_from: int | None) -> dict:
+    last = rows[-1]
+    mean_returns = [float(r["eval/mean_return"]) for r in rows]
+    summary = {"recipe": "ctpg", "suite": suite.name, "backbone": cfg.backbone, "guide": cfg.guide,
+               "seed": cfg.seed, "steps": cfg.total_steps, "updates": agent.sac.updates,
+               "guide_updates": agent.guide.updates if agent.guide is not None else 0, "wall_time_s": wall,
+               "resumed_from": resumed_from, "final_mean_return": mean_returns[-1],
+               "max_mean_return": max(mean_returns),
+               "final_return": {t: float(last[f"eval/{t}/return"]) for t in suite.task_names}}
+    if suite.success_metric:
+        summary["final_mean_success"] = float(last["eval/mean_success"])
+        summary["final_success"] = {t: float(last[f"eval/{t}/success"]) for t in suite.task_names}
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
