@@ -29,8 +29,8 @@ class FrozenStackedMLP(nn.Module):
         super().__init__()
         self.num_layers, self.tanh_out = len(weights), tanh_out
         for i, (w, b) in enumerate(zip(weights, biases)):
-            self.register_buffer(f"w{i}", w.detach().clone())
-            self.register_buffer(f"b{i}", b.detach().clone())
+            self.register_buffer(f"w{i}", w.detach().float().clone())
+            self.register_buffer(f"b{i}", b.detach().float().clone())
 
     def forward(self, x: torch.Tensor, stacks: slice = slice(None)) -> torch.Tensor:
         """``x``: ``[S', M, in]`` with ``S'`` the number of stacks selected by ``stacks``."""
