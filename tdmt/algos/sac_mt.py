@@ -83,8 +83,10 @@ class Config:
             raise ValueError(f"need 0 < tau <= 1 and 0 <= gamma <= 1, got tau={self.tau}, gamma={self.gamma}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
-        if not self.run_dir:
-            self.run_dir = f"runs/sac_mt/{self.backbone}/{self.suite}/seed{self.seed}"
+
+    def resolved_run_dir(self) -> str:
+        """``run_dir``, or ``runs/sac_mt/<backbone>/<suite>/seed<seed>`` when empty."""
+        return self.run_dir or f"runs/sac_mt/{self.backbone}/{self.suite}/seed{self.seed}"
 
 
 def paper_sizes(suite: str, backbone: str, hidden: tuple[int, ...] = ()) -> tuple[tuple[int, ...], dict]:
@@ -200,8 +202,8 @@ def _evaluate(run: TrainingRun, eval_env, sac: MultiTaskSAC, step: int) -> EvalR
 
 def run(cfg: Config) -> dict:
     """Train multi-task SAC on ``cfg.suite`` (resuming from ``cfg.run_dir`` if it holds a checkpoint)."""
-    cfg = dataclasses.replace(cfg)
     cfg.validate()
+    cfg = dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir())
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     suite = get_suite(cfg.suite)
