@@ -91,6 +91,24 @@ def default_run_dir(recipe: str, suite: str, seed: int, run_dir: str) -> str:
     return run_dir or f"runs/{recipe}/{suite}/seed{seed}"
 
 
+def step_keeping_other_rows(optim: torch.optim.Optimizer, stacked: Sequence[torch.Tensor], task: int) -> None:
+    """Optimizer step after an update on task ``task`` alone, as if each task's rows were a separate layer.
+
+    Rows ≠ ``task`` of the ``[K, ...]`` parameters in ``stacked`` have zero gradient; a stacked optimizer would
+    still decay their statistics (RMSprop's ``square_avg``) or move them by momentum (Adam). Those rows and their
+    per-element optimizer state are restored after the step.
+    """
+    saved = []
+    with torch.no_grad():
+        for p in stacked:
+            others = torch.arange(p.shape[0], device=p.device) != task
+            tensors = [p] + [v for v in optim.state.get(p, {}).values() if torch.is_tensor(v) and v.shape == p.shape]
+            saved += [(t, others, t[others].clone()) for t in tensors]
+        optim.step()
+        for tensor, others, rows in saved:
+            tensor[others] = rows
+
+
 class A2CAgent:
     """Multi-head (or K independent) Gaussian actor + value critic trained with TorchRL's ``A2CLoss``."""
 
@@ -124,21 +142,9 @@ class A2CAgent:
         if task is None:
             self.optim.step()
         else:
-            self._step_keeping_other_rows(task)
+            step_keeping_other_rows(self.optim, [p for net in self.nets for p in net.stacked_parameters()], task)
         return {"loss_objective": losses["loss_objective"].item(), "loss_critic": losses["loss_critic"].item(),
                 "entropy": losses["entropy"].item(), "grad_norm": grad_norm.item()}
-
-    def _step_keeping_other_rows(self, task: int) -> None:
-        """RMSprop step whose per-task rows ≠ ``task`` keep their statistics (their gradient rows are zero)."""
-        others = torch.arange(self.num_tasks) != task
-        saved = []
-        for p in (p for net in self.nets for p in net.stacked_parameters()):
-            square_avg = self.optim.state.get(p, {}).get("square_avg")
-            if square_avg is not None:
-                saved.append((square_avg, square_avg[others].clone()))
-        self.optim.step()
-        for square_avg, rows in saved:
-            square_avg[others] = rows
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(), "optim": self.optim.state_dict()}
