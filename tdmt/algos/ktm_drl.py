@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
+    EVAL_SEED,
     PRECISIONS,
     OnlineCollector,
     TD3Learner,
@@ -140,7 +141,7 @@ def run(cfg: Config) -> dict:
     run_dir = cfg.run_dir or default_run_dir(RECIPE, cfg.suite, cfg.seed)
     tdir = cfg.resolved_teachers_dir()
     env = make_env(cfg.suite, seed=cfg.seed)
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes)
+    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
     needs_teachers = cfg.offline_steps > 0 or (cfg.online_steps > 0 and cfg.alpha > 0)
     teachers = StackedTeachers.load(tdir, suite.task_names, suite.obs_max, suite.act_max) if needs_teachers else None
     offline = load_offline_data(tdir, suite, cfg.batch_size) if cfg.offline_steps else None
@@ -176,7 +177,7 @@ def run(cfg: Config) -> dict:
             if stats and done % 1000 == 0:
                 trun.metrics.log(done, stage=stage, **stats)
             if done % cfg.eval_every == 0 or done in (cfg.offline_steps, total):
-                trun.evals.log(done, **eval_row(eval_env, actor, stage))
+                trun.evals.log(done, **eval_row(eval_env, actor, stage, EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, get_state, buffers)
             guard.check(done)
     summary = report(trun, cfg, suite, tdir)

@@ -30,6 +30,7 @@ from tdmt.optim import PCGrad
 from tdmt.report import markdown_table, plot_curves, write_text
 
 PRECISIONS = ("float32", "bfloat16")
+EVAL_SEED = 10_000  # evaluation envs use seed EVAL_SEED + run seed
 
 
 def default_run_dir(recipe: str, suite: str, seed: int) -> str:
@@ -135,6 +136,23 @@ def explore(actor: TensorDictModule, td: TensorDictBase, masks: torch.Tensor, si
     return td
 
 
+class SharedReplayBuffer(TensorDictReplayBuffer):
+    """One FIFO buffer for all tasks (the "w/o per-task replay" ablation); saving works while it is empty."""
+
+    def __init__(self, capacity: int, batch_size: int):
+        super().__init__(storage=LazyTensorStorage(capacity), batch_size=batch_size)
+
+    def dumps(self, path: str | Path) -> None:
+        if len(self):
+            super().dumps(path)
+        else:
+            Path(path).mkdir(parents=True, exist_ok=True)
+
+    def loads(self, path: str | Path) -> None:
+        if (Path(path) / "storage").exists():
+            super().loads(path)
+
+
 class OnlineCollector:
     """Steps the multi-task env with exploration and stores transitions.
 
@@ -154,8 +172,7 @@ class OnlineCollector:
         if per_task_replay:
             self.buffer = PerTaskReplayBuffer(self.num_tasks, capacity_per_task, batch_size_per_task)
         else:
-            self.buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(self.num_tasks * capacity_per_task),
-                                                 batch_size=self.num_tasks * batch_size_per_task)
+            self.buffer = SharedReplayBuffer(self.num_tasks * capacity_per_task, self.num_tasks * batch_size_per_task)
         self.active_task = 0
         self.episode_return = torch.zeros(self.num_tasks)
         self.td: TensorDictBase | None = None
@@ -190,9 +207,15 @@ class OnlineCollector:
         return len(self.buffer) >= min_per_task
 
 
-def eval_row(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBase], stage: str) -> dict[str, Any]:
-    """Evaluate (one deterministic episode per row of ``env``) and return the ``eval.csv`` row."""
+def eval_row(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBase], stage: str, seed: int
+             ) -> dict[str, Any]:
+    """Evaluate (one deterministic episode per row of ``env``) and return the ``eval.csv`` row.
+
+    The env is re-seeded with ``seed`` first: every evaluation starts from the same initial states, so
+    evaluations are comparable across steps and a resumed run evaluates exactly as an uninterrupted one.
+    """
     t0 = time.perf_counter()
+    env.set_seed(seed)
     result = evaluate(env, policy)
     return {"stage": stage, **result.as_row(), "eval_seconds": round(time.perf_counter() - t0, 2)}
 

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
+    EVAL_SEED,
     PRECISIONS,
     OnlineCollector,
     TD3Learner,
@@ -86,7 +87,7 @@ def run(cfg: Config) -> dict:
     K = suite.num_tasks
     run_dir = cfg.run_dir or default_run_dir(RECIPE, cfg.suite, cfg.seed)
     env = make_env(cfg.suite, seed=cfg.seed)
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes)
+    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
     actor = make_student_actor(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
     critic = make_student_critic(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
     loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=env.action_masks, mode="online", alpha=0.0,
@@ -108,7 +109,7 @@ def run(cfg: Config) -> dict:
             if stats and done % 1000 == 0:
                 trun.metrics.log(done, **stats)
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                trun.evals.log(done, **eval_row(eval_env, actor, "online"))
+                trun.evals.log(done, **eval_row(eval_env, actor, "online", EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, learner.state_dict, buffers)
             guard.check(done)
     summary = write_results(trun, f"{cfg.label} — {cfg.suite}, seed {cfg.seed}", suite,

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
+    EVAL_SEED,
     OnlineCollector,
     TD3Learner,
     default_run_dir,
@@ -137,7 +138,7 @@ def run(cfg: Config) -> dict:
     suite = get_suite(cfg.suite)
     K = suite.num_tasks
     env = make_env(cfg.suite, seed=cfg.seed)
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes)
+    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
     actor = make_teacher_actor(K, suite.obs_max, suite.act_max, cfg.hidden)
     critic = make_teacher_critic(K, suite.obs_max, suite.act_max, env.action_masks, cfg.hidden)
     loss = TD3Loss(actor, critic, bounds=(-1.0, 1.0), num_qvalue_nets=2, policy_noise=cfg.policy_noise,
@@ -159,7 +160,7 @@ def run(cfg: Config) -> dict:
             if stats and done % 1000 == 0:
                 trun.metrics.log(done, **stats)
             if done % cfg.eval_every == 0 or done == cfg.steps:
-                trun.evals.log(done, **eval_row(eval_env, actor, "teachers"))
+                trun.evals.log(done, **eval_row(eval_env, actor, "teachers", EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, get_state, buffers)
             guard.check(done)
     rows = trun.evals.rows()
