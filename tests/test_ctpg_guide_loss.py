@@ -25,8 +25,8 @@ class HeadOf(nn.Module):
         super().__init__()
         self.net, self.k = net, k
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs.unsqueeze(0).expand(K, *obs.shape))[self.k]
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:  # one row of task k: the per-row head path
+        return self.net(obs.unsqueeze(0), torch.full((1, obs.shape[0]), self.k))[0]
 
 
 def _batch(steps: int = 1) -> TensorDict:
@@ -97,7 +97,7 @@ def test_n_step_and_comparable_targets_by_hand():
     td["own_entropy_bonus"] = torch.rand(K, N)
     y, y_comp = guide._targets(td)
     with torch.no_grad():
-        nxt = td["next"]
+        nxt = td["next"].clone().set("task_id", td["task_id"])
         probs = torch.softmax(guide._logits(nxt), -1)
         alpha = guide.log_alpha.exp().view(K, 1, 1)
         nets = guide.target_qvalue_network_params.unbind(0)
@@ -114,7 +114,8 @@ def test_n_step_and_comparable_targets_by_hand():
 
 def _apply(module: TensorDictModule, params, td) -> torch.Tensor:
     with params.to_module(module):
-        return module(td.select("observation").clone()).get(module.out_keys[0])
+        inp = TensorDict({"observation": td["observation"], "task_id": torch.arange(K)[:, None].expand(K, N)}, [K, N])
+        return module(inp).get(module.out_keys[0])
 
 
 def test_inactive_tasks_get_no_gradient_and_soft_update_runs():
@@ -138,5 +139,16 @@ def test_rejects_bad_layout_and_loss_function():
     with pytest.raises(ValueError, match="smooth_l1"):
         GuideDiscreteSACLoss(actor, q, qc, num_tasks=K, loss_function="huber")
     guide = GuideDiscreteSACLoss(actor, q, qc, num_tasks=K)
-    with pytest.raises(ValueError, match=r"\[K=3, N\]"):
-        guide(_batch()[:2])
+    mixed = _batch()
+    mixed["task_id"][0, 0] = 1
+    with pytest.raises(ValueError, match="one task per row"):
+        guide(mixed)
+
+
+def test_subset_of_task_rows_equals_masked_full_batch():
+    guide = _guide_loss()
+    td = _batch(steps=3)
+    masked = guide(td.clone().set("active", torch.tensor([True, False, True])[:, None].expand(K, N)))
+    subset = guide(td[torch.tensor([0, 2])].clone())
+    for name in ("loss_qvalue", "loss_comp_qvalue", "loss_actor", "loss_alpha"):
+        torch.testing.assert_close(subset[name], masked[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -19,8 +19,8 @@ API summary
 Behaviour (Eq. 7–8, 11–12, 14): each task row keeps its behaviour policy j for H steps (a new draw at every block
 start and at each episode start). ``ctpg``: ``j ~ π^g_i(·|s)`` with logits of filtered-out policies at ``-inf``
 (own policy if all are filtered), blocked tasks always use their own policy. ``qmp``: ``j = argmax_j min Q_i(s,
-a_j)``, ``a_j ~ π_j``. Guide transitions go to a per-task guide replay; blocked tasks' rows are masked out of every
-guide loss (and get no hindsight computation).
+a_j)``, ``a_j ~ π_j``. Guide transitions go to a per-task guide replay; the rows of blocked tasks are dropped
+from the guide batch before the hindsight relabel and the losses.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ class GuideLearner:
         """Behaviour policy per row (flat ``[K·E]`` rows in task-major order) and draw statistics."""
         K = self.suite.num_tasks
         obs = observation.view(K, -1, observation.shape[-1])
-        td = TensorDict({"observation": obs}, batch_size=obs.shape[:2])
+        td = TensorDict({"observation": obs, "task_id": own.view(K, -1)}, batch_size=obs.shape[:2])
         logits = self.loss.guide_logits(td).reshape(-1, K)
         mask = torch.ones_like(logits, dtype=torch.bool)
         if filter_on:
@@ -150,20 +150,17 @@ class GuideLearner:
     def update(self, batch: TensorDictBase, blocked: torch.Tensor) -> dict[str, float]:
         """Hindsight relabel (unblocked rows), comparable-entropy bonus, one guide SAC step, soft target update."""
         active = ~blocked
-        tasks = active.nonzero().flatten()
+        batch = batch[active.nonzero().flatten()]  # blocked tasks never enter the guide losses
         with torch.no_grad():
-            sub = batch[tasks]
             relabelled = 0.0
             if self.cfg.hindsight:
-                table = hindsight_log_probs(self.policies, sub["seq_observation"], sub["seq_action"], sub["task_id"])
-                new = hindsight_relabel(table, sub["seq_valid"])
-                relabelled = float((new != sub["action"]).float().mean())
-                batch["action"][tasks] = new
-            bonus = torch.zeros(batch.shape)
-            bonus[tasks] = own_entropy_bonus(self.policies, sub["seq_observation"], sub["seq_valid"], sub["task_id"],
-                                             self.cfg.gamma)
-        batch.set("own_entropy_bonus", bonus)
-        batch.set("active", active[:, None].expand(batch.shape))
+                table = hindsight_log_probs(self.policies, batch["seq_observation"], batch["seq_action"],
+                                            batch["task_id"])
+                new = hindsight_relabel(table, batch["seq_valid"])
+                relabelled = float((new != batch["action"]).float().mean())
+                batch.set("action", new)
+            batch.set("own_entropy_bonus", own_entropy_bonus(self.policies, batch["seq_observation"],
+                                                             batch["seq_valid"], batch["task_id"], self.cfg.gamma))
         out = self.loss(batch)
         self.optimizer.zero_grad()
         (out["loss_qvalue"] + out["loss_comp_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()

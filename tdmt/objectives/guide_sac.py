@@ -13,12 +13,15 @@ temperature ``α^g_i``:
 * actor (Eq. 18): ``L_π = Σ_j π^g_i(j|s) [α^g_i log π^g_i(j|s) - min_m Q^g_{i,m}(s, j)]`` (critic detached);
 * temperature: ``L_α = -log α^g_i (Σ_j π^g_i(j|s) log π^g_i(j|s) + H̄)``, ``H̄ = 0.98 log K``.
 
+Batches are ``[T, N]`` with one task per row (``task_id`` picks the head, α^g and, in the trainer, only the tasks
+not blocked by the guide-block gate are passed).
+
 With ``n = 1`` these are exactly TorchRL's ``DiscreteSACLoss`` terms (same target, ``log(p)`` with the same 1e-8
 floor, same ``ℓ``), applied per task (checked in ``tests/test_ctpg_guide_loss.py``). Rows whose ``active`` entry is
 false (tasks blocked by the guide-block gate) contribute nothing: every loss is the mean over active rows.
 
 Networks (:func:`make_guide_networks`): a shared trunk on ``observation`` with one ``StackedLinear`` head per task,
-applied to ``[K, ...]`` data with row k = task k (CTPG App. F.3: "multi-head (1 head / task)").
+applied to rows of one task each (CTPG App. F.3: "multi-head (1 head / task)").
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ __all__ = ["GuideDiscreteSACLoss", "MultiHeadMLP", "make_guide_networks"]
 
 
 class MultiHeadMLP(nn.Module):
-    """Shared ReLU trunk ``in → hidden…`` and K heads ``hidden[-1] → out``; ``[K, ..., in] → [K, ..., out]``."""
+    """Shared ReLU trunk ``in → hidden…`` and K heads ``hidden[-1] → out``: ``[T, ..., in] → [T, ..., out]``.
+
+    Leading row t goes through head ``task_id[t, ...]`` (one task per leading row, as in ``[K, N]`` replay samples,
+    ``[K, E]`` env batches, or any subset of their rows); the full ``[K, ...]`` layout uses the heads as stacked.
+    """
 
     def __init__(self, num_tasks: int, in_features: int, out_features: int, hidden: Sequence[int] = (400, 400)):
         super().__init__()
@@ -52,20 +59,27 @@ class MultiHeadMLP(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.heads = StackedLinear(num_tasks, sizes[-1], out_features)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.trunk(x))
+    def forward(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(x)
+        rows = task_id.reshape(h.shape[0], -1)[:, 0]
+        if rows.shape[0] == self.heads.num_stacks and torch.equal(rows, torch.arange(rows.shape[0], device=x.device)):
+            return self.heads(h)
+        h3 = h.reshape(h.shape[0], -1, h.shape[-1])
+        y = torch.baddbmm(self.heads.bias[rows], h3, self.heads.weight[rows])
+        return y.reshape(*h.shape[:-1], -1)
 
 
 def make_guide_networks(num_tasks: int, obs_dim: int, hidden: Sequence[int] = (400, 400)
                         ) -> tuple[TensorDictModule, TensorDictModule, TensorDictModule]:
-    """Guide actor (``observation → logits``), guide critic (``→ action_value``), comparable critic
+    """Guide actor (``observation, task_id → logits``), guide critic (``→ action_value``), comparable critic
     (``→ comp_action_value``); each a :class:`MultiHeadMLP` with K outputs (one per candidate policy)."""
     def net() -> MultiHeadMLP:
         return MultiHeadMLP(num_tasks, obs_dim, num_tasks, hidden)
 
-    return (TensorDictModule(net(), in_keys=["observation"], out_keys=["logits"]),
-            TensorDictModule(net(), in_keys=["observation"], out_keys=["action_value"]),
-            TensorDictModule(net(), in_keys=["observation"], out_keys=["comp_action_value"]))
+    keys = ["observation", "task_id"]
+    return (TensorDictModule(net(), in_keys=keys, out_keys=["logits"]),
+            TensorDictModule(net(), in_keys=keys, out_keys=["action_value"]),
+            TensorDictModule(net(), in_keys=keys, out_keys=["comp_action_value"]))
 
 
 class GuideDiscreteSACLoss(LossModule):
@@ -80,7 +94,8 @@ class GuideDiscreteSACLoss(LossModule):
         target_entropy_weight: ``H̄ = weight · log K`` (0.98, as TorchRL's ``DiscreteSACLoss``).
         loss_function: ``"l2"`` (default), ``"l1"`` or ``"smooth_l1"``.
 
-    Input ``[K, N]`` keys: ``observation``, ``action`` (int64 j), ``num_steps`` (n, optional: 1), ``own_entropy_bonus``
+    Input ``[T, N]`` keys (row t holds one task: a ``[K, N]`` replay sample or a subset of its rows):
+    ``observation``, ``task_id``, ``action`` (int64 j), ``num_steps`` (n, optional: 1), ``own_entropy_bonus``
     (optional: 0), ``active`` (bool, optional: all), ``("next", observation|reward|terminated)``. The discount is set by
     ``make_value_estimator(ValueEstimators.TD0, gamma=...)`` (default 0.99) and raised to the power ``n``.
     """
@@ -99,6 +114,7 @@ class GuideDiscreteSACLoss(LossModule):
         num_steps: NestedKey = "num_steps"
         entropy_bonus: NestedKey = "own_entropy_bonus"
         active: NestedKey = "active"
+        task_id: NestedKey = "task_id"
         value: NestedKey = "state_value"
 
     default_keys = _AcceptedKeys
@@ -150,30 +166,29 @@ class GuideDiscreteSACLoss(LossModule):
     @property
     def in_keys(self) -> list[NestedKey]:
         k = self.tensor_keys
-        return ["observation", k.action, k.num_steps, k.entropy_bonus, k.active, ("next", "observation"),
+        return ["observation", k.task_id, k.action, k.num_steps, k.entropy_bonus, k.active, ("next", "observation"),
                 ("next", k.reward), ("next", k.terminated)]
 
     # ------------------------------------------------------------------ pieces
-    def _task_shape(self, x: torch.Tensor) -> torch.Tensor:
-        """Broadcast a ``[K]`` per-task tensor over ``[K, N]`` rows."""
-        return x.view(self.num_tasks, 1)
+    def _net_input(self, td: TensorDictBase) -> TensorDictBase:
+        return td.select("observation", self.tensor_keys.task_id).clone(False)
 
     def _logits(self, td: TensorDictBase) -> torch.Tensor:
         with self.actor_network_params.to_module(self.actor_network):
-            return self.actor_network(td.select("observation").clone(False)).get(self.tensor_keys.logits)
+            return self.actor_network(self._net_input(td)).get(self.tensor_keys.logits)
 
     @torch.no_grad()
     def guide_logits(self, td: TensorDictBase) -> torch.Tensor:
-        """Guide actor logits ``[K, ..., K]`` on ``observation`` laid out ``[K, ...]`` (for acting)."""
+        """Guide actor logits ``[T, ..., K]`` on ``observation``/``task_id`` rows (for acting)."""
         return self._logits(td)
 
     @torch.no_grad()
     def comparable_q(self, td: TensorDictBase) -> torch.Tensor:
-        """``min_m Q^c_{i,m}(s, ·)`` ``[K, ..., K]`` (current comparable critics; for the policy-filter gate)."""
+        """``min_m Q^c_{i,m}(s, ·)`` ``[T, ..., K]`` (current comparable critics; for the policy-filter gate)."""
         return self._q(self._vmap_qc, td, self.comp_qvalue_network_params, self.tensor_keys.comp_action_value).min(0)[0]
 
     def _q(self, vmap_fn, td: TensorDictBase, params, key: NestedKey) -> torch.Tensor:
-        return vmap_fn(td.select("observation").clone(False), params).get(key)
+        return vmap_fn(self._net_input(td), params).get(key)
 
     def _reduce(self, loss: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         w = active.to(loss.dtype)
@@ -182,10 +197,10 @@ class GuideDiscreteSACLoss(LossModule):
     @torch.no_grad()
     def _targets(self, td: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.tensor_keys
-        nxt = td.get("next")
+        nxt = td.get("next").clone(False).set(k.task_id, td.get(k.task_id))
         probs = torch.softmax(self._logits(nxt), -1)
         log_p = torch.log(torch.where(probs == 0, torch.full_like(probs, 1e-8), probs))
-        alpha = self._task_shape(self.log_alpha.detach().exp()).unsqueeze(-1)
+        alpha = self.log_alpha.detach().exp()[td.get(k.task_id)].unsqueeze(-1)
         min_q = self._q(self._vmap_q, nxt, self.target_qvalue_network_params, k.action_value).min(0)[0]
         min_qc = self._q(self._vmap_qc, nxt, self.target_comp_qvalue_network_params, k.comp_action_value).min(0)[0]
         v_next = (probs * (min_q - alpha * log_p)).sum(-1)
@@ -205,9 +220,10 @@ class GuideDiscreteSACLoss(LossModule):
     # ------------------------------------------------------------------ loss
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         k = self.tensor_keys
-        if tensordict.shape[0] != self.num_tasks:
-            raise ValueError(f"guide batch must be [K={self.num_tasks}, N] with row k = task k; "
-                             f"got batch size {tuple(tensordict.shape)}")
+        task_id = tensordict.get(k.task_id)
+        if tensordict.batch_dims != 2 or bool((task_id != task_id[:, :1]).any()):
+            raise ValueError(f"guide batch must be [T, N] with one task per row (a [K, N] replay sample or a subset "
+                             f"of its rows); got batch size {tuple(tensordict.shape)}")
         active = tensordict.get(k.active, None)
         active = torch.ones(tensordict.shape, dtype=torch.bool) if active is None else active.reshape(
             tensordict.shape)
@@ -225,10 +241,10 @@ class GuideDiscreteSACLoss(LossModule):
         probs = log_p.exp()
         with torch.no_grad():
             min_q = self._q(self._vmap_q, tensordict, self.qvalue_network_params.detach(), k.action_value).min(0)[0]
-        alpha = self._task_shape(self.log_alpha.detach().exp()).unsqueeze(-1)
+        alpha = self.log_alpha.detach().exp()[task_id].unsqueeze(-1)
         loss_actor = (probs * (alpha * log_p - min_q)).sum(-1)
         neg_entropy = (probs * log_p).sum(-1).detach()
-        loss_alpha = -self._task_shape(self.log_alpha) * (neg_entropy + self.target_entropy)
+        loss_alpha = -self.log_alpha[task_id] * (neg_entropy + self.target_entropy)
 
         return TensorDict({
             "loss_qvalue": self._reduce(loss_q, active),

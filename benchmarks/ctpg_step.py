@@ -1,0 +1,104 @@
+"""Cost of a CTPG training step relative to the base multi-task SAC step, at the paper's sizes (CTPG App. F.3).
+
+One "step" of the base (MTSAC) is one control update on a ``[K, 128]`` batch. One CTPG step is the same control
+update plus 1/H of a guide update (hindsight relabel over the H stored steps × K candidate policies, comparable
+entropy bonus, guide critic / comparable critic / actor / temperature step, soft target update) plus 1/H of the
+behaviour draw with both gates (guide logits, comparable Q, Monte-Carlo V with M=5 samples, guide-block gate).
+Every piece is timed in the same process, interleaved, ``repeats`` times; the medians are reported with the ratio
+
+    ratio = (control + (guide update + draw) / H) / control          (goal: ≤ 1.3)
+
+Data is synthetic (random states/actions in the replays): costs do not depend on values.
+
+    python benchmarks/ctpg_step.py                      # halfcheetah-mt8 and metaworld-mt10, 1 thread
+    python benchmarks/ctpg_step.py suites=metaworld-mt10 repeats=30 threads=2 blocked=0.5
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import torch
+from tensordict import TensorDict
+
+from tdmt.algos.ctpg import Config, CTPGAgent
+from tdmt.envs import action_masks, get_suite
+
+
+def _replays(agent: CTPGAgent, n: int, horizon: int) -> tuple[TensorDict, TensorDict]:
+    """One ``[K, n]`` control batch and one ``[K, n]`` guide batch of random data."""
+    suite = agent.suite
+    K, D, A = suite.num_tasks, suite.obs_max, suite.act_max
+    task = torch.arange(K)[:, None].expand(K, n).clone()
+    mask = action_masks(suite.act_dims, A)[task]
+    control = TensorDict({
+        "observation": torch.randn(K, n, D), "task_id": task, "action": (torch.rand(K, n, A) * 2 - 1) * mask,
+        "next": {"observation": torch.randn(K, n, D), "task_id": task, "reward": torch.randn(K, n, 1),
+                 "done": torch.zeros(K, n, 1, dtype=torch.bool), "terminated": torch.zeros(K, n, 1, dtype=torch.bool)},
+    }, batch_size=[K, n])
+    guide = TensorDict({
+        "observation": torch.randn(K, n, D), "task_id": task, "action": torch.randint(0, K, (K, n)),
+        "num_steps": torch.full((K, n), horizon), "seq_observation": torch.randn(K, n, horizon, D),
+        "seq_action": (torch.rand(K, n, horizon, A) * 1.8 - 0.9) * mask[:, :, None],
+        "seq_valid": torch.ones(K, n, horizon, dtype=torch.bool),
+        "next": {"observation": torch.randn(K, n, D), "reward": torch.randn(K, n, 1),
+                 "done": torch.zeros(K, n, 1, dtype=torch.bool), "terminated": torch.zeros(K, n, 1, dtype=torch.bool)},
+    }, batch_size=[K, n])
+    return control, guide
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench(suite_name: str, repeats: int, blocked_fraction: float) -> dict[str, float]:
+    suite = get_suite(suite_name)
+    cfg = Config(suite=suite_name, backbone="mtsac", guide="ctpg", run_dir="/tmp/unused")
+    torch.manual_seed(0)
+    agent = CTPGAgent(cfg, suite)
+    K, H = suite.num_tasks, cfg.guide_step
+    control, guide = _replays(agent, cfg.batch_size_per_task, H)
+    blocked = torch.zeros(K, dtype=torch.bool)
+    blocked[: int(round(blocked_fraction * K))] = True
+    obs = torch.randn(K, suite.obs_max)
+    own = torch.arange(K)
+
+    def draw() -> None:
+        agent.guide.choose(obs, own, agent.blocked() & blocked, filter_on=True)
+
+    pieces = {"control": lambda: agent.sac.update(control.clone(), env_steps=1),
+              "guide_update": lambda: agent.guide.update(guide.clone(), blocked),
+              "draw": draw}
+    for fn in pieces.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in pieces}
+    for _ in range(repeats):
+        for name, fn in pieces.items():
+            times[name].append(_timed(fn))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    ctpg = med["control"] + (med["guide_update"] + med["draw"]) / H
+    return {**med, "ctpg_step": ctpg, "ratio": ctpg / med["control"]}
+
+
+def main(argv: list[str]) -> None:
+    args = dict(a.split("=", 1) for a in argv)
+    suites = args.get("suites", "halfcheetah-mt8,metaworld-mt10").split(",")
+    repeats, threads = int(args.get("repeats", 20)), int(args.get("threads", 1))
+    blocked = float(args.get("blocked", 0.5))
+    torch.set_num_threads(threads)
+    print(f"# CTPG step cost vs base MTSAC step: {threads} thread(s), {repeats} repeats, medians; "
+          f"{blocked:.0%} of tasks blocked in the guide update (guide-block gate keeps ~half)")
+    print("| suite | control update (ms) | guide update (ms) | behaviour draw (ms) | CTPG step (ms) | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name in suites:
+        r = bench(name, repeats, blocked)
+        print(f"| {name} | {1e3 * r['control']:.1f} | {1e3 * r['guide_update']:.1f} | {1e3 * r['draw']:.1f} | "
+              f"{1e3 * r['ctpg_step']:.1f} | {r['ratio']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
