@@ -157,11 +157,15 @@ def _list(value: Any, where: str, kind: type) -> list:
     return items
 
 
+def _message(e: Exception) -> str:
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # str(KeyError) adds quotes
+
+
 def _options(cls: type, value: Any, where: str) -> Any:
     try:
         return apply_overrides(cls(), _mapping(value, where))
     except (KeyError, TypeError, ValueError) as e:
-        raise SweepSpecError(f"{where}: {e}") from e
+        raise SweepSpecError(f"{where}: {_message(e)}") from e
 
 
 def _methods(data: dict) -> dict[str, Method]:
@@ -251,7 +255,7 @@ def _resolve(method: Method, variant: str, suite: str, seed: int, spec: SweepSpe
     try:
         cfg = apply_overrides(module.Config(), values)
     except (KeyError, TypeError, ValueError) as e:
-        raise SweepSpecError(f"{where} (suite {suite}, seed {seed}): {e}") from e
+        raise SweepSpecError(f"{where} (suite {suite}, seed {seed}): {_message(e)}") from e
     return Element(method.recipe, variant, suite, seed, str(run_dir), to_dict(cfg), os.getcwd())
 
 
@@ -280,8 +284,10 @@ def read_job_file(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _submitit_info() -> dict[str, Any]:
-    env = JobEnvironment()
-    if not env.activated():
+    """Job id and log of the submitit job running this process (``None`` outside one, e.g. executor=debug)."""
+    try:
+        env = JobEnvironment()
+    except RuntimeError:
         return {"job_id": None, "log": None}
     return {"job_id": env.job_id, "log": str(env.paths.stdout)}
 

@@ -10,6 +10,7 @@
 set -euo pipefail
 D=$(realpath -m "${1:-${TDMT_SLURM_DIR:-/tmp/tdmt-slurm}}")
 DB_PORT=${TDMT_SLURM_DB_PORT:-3307}
+PORT=${TDMT_SLURM_PORT:-6817}  # slurmctld; slurmd and slurmdbd use the next two
 CPUS=${TDMT_SLURM_CPUS:-4}   # slots advertised by the node (config_overrides lets it exceed the real cores)
 here=$(dirname "$(realpath "$0")")
 if [ -d "$D/pids" ] && ls "$D"/pids/*.pid >/dev/null 2>&1; then
@@ -18,6 +19,10 @@ fi
 rm -rf "$D"
 mkdir -p "$D"/{pids,log,spool/ctld,spool/d,munge,mysql}
 chmod 755 "$D"
+if ! runuser -u munge -- test -x "$D" || ! runuser -u mysql -- test -x "$D"; then
+  echo "[slurm/testing] $D must be reachable by users munge and mysql (a parent folder is private?)" >&2
+  exit 1
+fi
 log() { echo "[slurm/testing] $*"; }
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local t=$1 what=$2; shift 2
@@ -28,6 +33,10 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 
 # --- munge: private key, default socket (slurmctld's connection to slurmdbd only uses the default socket)
 MUNGE_SOCK=/run/munge/munge.socket.2
+if [ -S "$MUNGE_SOCK" ] && munge -n -S "$MUNGE_SOCK" >/dev/null 2>&1; then
+  log "another munged already serves $MUNGE_SOCK (a cluster is running?): stop it first with slurm/testing/stop.sh DIR"
+  exit 1
+fi
 mkdir -p /run/munge; chown munge:munge /run/munge; chmod 755 /run/munge
 chown munge:munge "$D/munge"; chmod 700 "$D/munge"
 dd if=/dev/urandom of="$D/munge/munge.key" bs=1 count=1024 status=none
@@ -58,7 +67,7 @@ mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 cat > "$D/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 DbdHost=localhost
-DbdPort=6819
+DbdPort=$((PORT + 2))
 SlurmUser=root
 PidFile=$D/spool/slurmdbd.pid
 LogFile=$D/log/slurmdbd.log
@@ -75,8 +84,8 @@ ClusterName=tdmt
 SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort=6817
-SlurmdPort=6818
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
 AuthType=auth/munge
 AuthInfo=cred_expire=5
 CredType=cred/munge
@@ -103,7 +112,7 @@ InactiveLimit=0
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
-AccountingStoragePort=6819
+AccountingStoragePort=$((PORT + 2))
 JobCompType=jobcomp/none
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
@@ -114,7 +123,7 @@ export SLURM_CONF=$D/slurm.conf
 slurmdbd  # reads slurmdbd.conf next to $SLURM_CONF
 wait_for 30 slurmdbd test -s "$D/spool/slurmdbd.pid"
 cp "$D/spool/slurmdbd.pid" "$D/pids/slurmdbd.pid"
-wait_for 30 "slurmdbd port" bash -c "exec 3<>/dev/tcp/127.0.0.1/6819"
+wait_for 30 "slurmdbd port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$((PORT + 2))"
 slurmctld -i -f "$D/slurm.conf"
 wait_for 30 slurmctld scontrol ping
 cp "$D/spool/slurmctld.pid" "$D/pids/slurmctld.pid"

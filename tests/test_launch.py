@@ -1,0 +1,146 @@
+"""Sweep launcher: spec validation before submission, the grid layout, skip-if-done, status, report, and a real
+preemption + requeue through submitit's local executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tdmt import cli
+from tdmt.aggregate import report
+from tdmt.launch import SweepSpecError, launch, load_spec, read_job_file, sweep_status
+from tdmt.logger import CSVLog
+
+TOY = "tests.toy_recipe"
+
+
+def _spec(tmp_path, **kw) -> dict:
+    spec = {"name": "s", "root": str(tmp_path / "runs"), "suites": ["pendulum-mt3"], "seeds": [0, 1],
+            "overrides": {"total_steps": 30, "eval_every": 15, "checkpoint_every": 10},
+            "methods": {TOY: {"variants": {"small": {"hidden": 8}, "wide": {"hidden": 32}}}}, "executor": "debug"}
+    spec.update(kw)
+    return spec
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods": {"nosuch_recipe": {}}}, "unknown recipe 'nosuch_recipe'"),
+    ({"suites": ["pendulum-mt3", "cheetah-mt99"]}, "unknown suite(s) ['cheetah-mt99']"),
+    ({"methods": {TOY: {"variants": {"bad": {"hiden": 8}}}}}, f"methods.{TOY}.variants.bad"),
+    ({"overrides": {"seed": 4}}, "['seed'] are set by the sweep grid"),
+    ({"executor": "cloud"}, "executor='cloud' is not valid; valid: ['local', 'slurm', 'debug']"),
+    ({"slurm": {"gpus": 1}}, "slurm: unknown config key 'gpus'"),
+    ({"seedz": [0]}, "unknown sweep spec keys ['seedz']"),
+])
+def test_bad_spec_fails_before_anything_is_submitted(tmp_path, change, message):
+    data = _spec(tmp_path, **{"executor": "slurm", **change})
+    with pytest.raises(SweepSpecError) as info:
+        launch(load_spec(None, [f"{k}={json.dumps(v)}" for k, v in data.items()]))
+    assert message in str(info.value)
+    if "hiden" in str(data):
+        assert "unknown config key 'hiden'" in str(info.value) and "'hidden'" in str(info.value)
+    assert not (tmp_path / "runs").exists()  # nothing written, nothing submitted
+
+
+def test_debug_sweep_layout_resolved_configs_skip_done_status_and_report(tmp_path, capsys):
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(tmp_path)))
+    assert cli.main(["sweep", str(spec_file)]) == 0
+    sweep = tmp_path / "runs" / "s"
+    for variant, hidden in (("small", 8), ("wide", 32)):
+        for seed in (0, 1):
+            run_dir = sweep / TOY / "pendulum-mt3" / variant / f"seed{seed}"
+            cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+            assert (cfg["hidden"], cfg["seed"], cfg["total_steps"], cfg["run_dir"]) == (hidden, seed, 30, str(run_dir))
+            assert json.loads((run_dir / "summary.json").read_text())["steps"] == 30
+            assert read_job_file(run_dir)["state"] == "done"
+    assert [s.state for s in sweep_status(sweep)] == ["done"] * 4
+    mtime = (sweep / TOY / "pendulum-mt3" / "small" / "seed0" / "summary.json").stat().st_mtime
+    # Launching again submits nothing: every element is done.
+    assert launch(load_spec(spec_file)) == []
+    assert (sweep / TOY / "pendulum-mt3" / "small" / "seed0" / "summary.json").stat().st_mtime == mtime
+    capsys.readouterr()
+    assert cli.main(["status", str(sweep)]) == 0
+    assert "0 pending, 0 running, 4 done, 0 failed" in capsys.readouterr().out
+
+    written = report(sweep)
+    md = (sweep / "report" / "report.md").read_text()
+    assert f"| task | {TOY}/small | {TOY}/wide |" in md and "Seeds per method" in md
+    rows = CSVLog(sweep / "report" / "pendulum-mt3_max_return.csv").rows()
+    assert len(rows) == 3 * 2 and all(r["seeds"] == "2" for r in rows)
+    # mean across seeds = mean of each seed's max average return
+    per_seed = [max(float(r["eval/PendulumGravityLow/return"]) for r in
+                    CSVLog(sweep / TOY / "pendulum-mt3" / "wide" / f"seed{s}" / "eval.csv").rows()) for s in (0, 1)]
+    cell = next(r for r in rows if r["task"] == "PendulumGravityLow" and r["method"] == f"{TOY}/wide")
+    assert float(cell["mean"]) == pytest.approx(sum(per_seed) / 2)
+    assert float(cell["std"]) == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
+    assert (sweep / "report" / "pendulum-mt3_curves.png").stat().st_size > 10_000 and len(written) == 4
+
+
+def test_report_ratio_to_ideal_teachers(tmp_path):
+    sweep = tmp_path / "sw"
+    returns = {"train_teachers": [-200.0, -300.0], "ktm_drl": [-250.0, -250.0]}
+    tasks = ["PendulumGravityLow", "PendulumGravityNormal", "PendulumGravityHigh"]
+    for recipe, values in returns.items():
+        for seed, value in enumerate(values):
+            run_dir = sweep / recipe / "pendulum-mt3" / "default" / f"seed{seed}"
+            run_dir.mkdir(parents=True)
+            log = CSVLog(run_dir / "eval.csv")
+            log.log(100, **{f"eval/{t}/return": value * 2 for t in tasks})  # max average return: the later one
+            log.log(200, **{f"eval/{t}/return": value for t in tasks})
+            (run_dir / "summary.json").write_text("{}")
+    report(sweep)
+    ratio = CSVLog(sweep / "report" / "pendulum-mt3_ratio.csv").rows()
+    assert [r["method"] for r in ratio] == ["ktm_drl"]
+    # each ktm_drl seed: -250 / mean(-200, -300) = 1.0
+    assert float(ratio[0]["PendulumGravityLow"]) == pytest.approx(1.0) and float(ratio[0]["average"]) == 1.0
+    md = (sweep / "report" / "report.md").read_text()
+    assert "| task | Ideal | ktm_drl |" in md and "-250.0 ± 50.0" in md and "performance ratio" in md
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+@pytest.mark.slow  # two fresh Python processes (imports: ~10 s each on a busy 2-core box)
+def test_local_executor_preempted_element_requeues_resumes_and_failed_one_shows_its_log(tmp_path, capsys):
+    data = _spec(tmp_path, executor="local", seeds=[0], local={"parallelism": 2},
+                 overrides={"total_steps": 60, "eval_every": 20, "checkpoint_every": 10, "step_delay_s": 0.05},
+                 methods={TOY: {"variants": {"ok": {}, "crash": {"crash_at_step": 25}}}})
+    spec = load_spec(None, [f"{k}={json.dumps(v)}" for k, v in data.items()])
+    thread = threading.Thread(target=launch, args=(spec,))
+    thread.start()
+    run_dir = Path(tmp_path / "runs" / "s" / TOY / "pendulum-mt3" / "ok" / "seed0")
+    # Preempt the running element once it has a checkpoint: SIGUSR2, as SLURM sends before a time limit.
+    _wait_for(lambda: (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").glob("step_*")),
+              120, "no checkpoint written")
+    first_pid = read_job_file(run_dir)["pid"]
+    os.kill(first_pid, signal.SIGUSR2)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"] >= 10 and (summary["steps"], summary["updates"]) == (60, 51)
+    assert read_job_file(run_dir)["pid"] != first_pid  # a new process resumed it
+    assert [int(r["step"]) for r in CSVLog(run_dir / "eval.csv").rows()] == [20, 40, 60]
+    assert [int(r["step"]) for r in CSVLog(run_dir / "metrics.csv").rows()] == list(range(10, 61))
+
+    statuses = {s.key.split("/")[2]: s for s in sweep_status(tmp_path / "runs" / "s")}
+    assert statuses["ok"].state == "done" and statuses["crash"].state == "failed"
+    assert "SimulatedCrash" in statuses["crash"].detail
+    assert "SimulatedCrash" in Path(statuses["crash"].log.replace("_log.out", "_log.err")).read_text()
+    capsys.readouterr()
+    cli.main(["status", str(tmp_path / "runs" / "s")])
+    out = capsys.readouterr().out
+    assert "failed elements (logs):" in out and statuses["crash"].log in out

@@ -1,0 +1,117 @@
+"""On a REAL single-node SLURM cluster (slurm/testing/, with accounting): a job array of the toy recipe over
+2 seeds x 2 variants through the user's launcher (`tdmt sweep`), one element preempted mid-run (requeued) that
+resumes from its checkpoint and completes, then `tdmt report` over the finished sweep.
+
+Skipped, saying why, only where SLURM cannot be installed (not root, or no apt/packages): CI runs
+slurm/testing/install.sh first (.ci/run). The cluster is stopped by PID in a finalizer, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import submitit
+import yaml
+
+from tdmt import cli
+from tdmt.launch import read_job_file, read_manifest, slurm_states, wait
+from tdmt.logger import CSVLog
+
+pytestmark = pytest.mark.slurm
+TESTING = Path(__file__).resolve().parents[1] / "slurm" / "testing"
+DAEMONS = ("slurmctld", "slurmd", "slurmdbd", "mariadbd", "munged", "sbatch", "sacct")
+TOY = "tests.toy_recipe"
+
+
+def _why_no_slurm() -> str | None:
+    missing = [d for d in DAEMONS if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()]
+    if not missing:
+        return None
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return f"SLURM cannot be installed here (needs root and apt-get; missing {missing})"
+    result = subprocess.run([str(TESTING / "install.sh")], capture_output=True, text=True)
+    if result.returncode:
+        return f"SLURM could not be installed: {result.stderr[-500:]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = _why_no_slurm()
+    if reason:
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="tdmt-slurm-"))  # under /tmp: daemons run as users munge and mysql
+    try:
+        started = subprocess.run([str(TESTING / "start.sh"), str(folder)], capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, f"cluster did not start:\n{started.stdout}\n{started.stderr}"
+        os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+        yield folder
+    finally:
+        os.environ.pop("SLURM_CONF", None)
+        subprocess.run([str(TESTING / "stop.sh"), str(folder), "--purge"], capture_output=True, timeout=120)
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if value := predicate():
+            return value
+        time.sleep(0.5)
+    raise TimeoutError(what)
+
+
+def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the job imports tests.toy_recipe from here
+    spec = {"name": "ci", "root": str(tmp_path / "runs"), "suites": ["pendulum-mt3"], "seeds": [0, 1],
+            "overrides": {"total_steps": 80, "eval_every": 20, "checkpoint_every": 10, "step_delay_s": 0.1},
+            "methods": {TOY: {"variants": {"small": {"hidden": 8}, "wide": {"hidden": 32}}}},
+            "executor": "slurm",
+            "slurm": {"partition": "debug", "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 10,
+                      "array_parallelism": 4}}
+    spec_file = tmp_path / "ci.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    sweep = tmp_path / "runs" / "ci"
+    assert cli.main(["sweep", str(spec_file)]) == 0
+    entries = read_manifest(sweep)["elements"]
+    job_ids = [e["jobs"][-1]["job_id"] for e in entries]
+    assert len(entries) == 4 and len({j.split("_")[0] for j in job_ids}) == 1  # ONE job array
+    assert sorted(j.split("_")[1] for j in job_ids) == ["0", "1", "2", "3"]
+
+    # Preempt one element once it is running and has a checkpoint (submitit's preemption: SIGTERM, then SIGUSR2).
+    target = next(e for e in entries if e["variant"] == "wide" and e["seed"] == 1)
+    run_dir = Path(target["run_dir"])
+    _wait_for(lambda: read_job_file(run_dir).get("state") == "running" and
+              any((run_dir / "checkpoints").glob("step_*")), 150, f"{target['key']} never reached a checkpoint")
+    job_id = target["jobs"][-1]["job_id"]
+    submitit.SlurmJob(sweep / "logs", job_id)._interrupt()
+
+    statuses = wait(sweep, poll_s=2, timeout_s=200)
+    assert [s.state for s in statuses] == ["done"] * 4, cli.main(["status", str(sweep)])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"] and summary["resumed_from"] >= 10, summary
+    assert (summary["steps"], summary["env_steps"], summary["updates"]) == (80, 240, 71)
+    assert [int(r["step"]) for r in CSVLog(run_dir / "eval.csv").rows()] == [20, 40, 60, 80]
+    assert [int(r["step"]) for r in CSVLog(run_dir / "metrics.csv").rows()] == list(range(10, 81))
+    log = Path(target["jobs"][-1]["log"]).read_text()
+    assert "Requeued job" in log and "[tdmt] resumed" in log
+    history = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State", "-j", job_id],
+                             capture_output=True, text=True, check=True).stdout
+    assert "REQUEUED" in history or "PREEMPTED" in history, history
+    _wait_for(lambda: slurm_states([job_id]).get(job_id) == "COMPLETED", 60, f"{job_id} never COMPLETED in sacct")
+
+    capsys.readouterr()
+    assert cli.main(["report", str(sweep)]) == 0
+    md = (sweep / "report" / "report.md").read_text()
+    assert f"| task | {TOY}/small | {TOY}/wide |" in md and f"{TOY}/small 2, {TOY}/wide 2" in md
+    assert (sweep / "report" / "pendulum-mt3_curves.png").exists()
+    # A second launch submits nothing: every element is done.
+    assert cli.main(["sweep", str(spec_file)]) == 0
+    assert "0 to submit" in capsys.readouterr().out
+    assert len(read_manifest(sweep)["elements"][0]["jobs"]) == 1
