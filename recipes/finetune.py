@@ -1,4 +1,9 @@
-"""Recipe: `python recipes/finetune.py [config=FILE.yaml] [key=value ...]` (see tdmt/algos/finetune.py and docs/README_arora.md)."""
+"""Fine-tuning baseline (Arora et al. Table 1): ``python recipes/finetune.py suite=halfcheetah-arora6 seed=0``.
+
+Trains on ``source_task``, fine-tunes the last actor/critic layers on ``target_task``, evaluates both
+(forgetting). Small budget: ``config=recipes/configs/arora_finetune_pendulum.yaml``.
+Keys and defaults: ``tdmt.algos.finetune.Config``.
+"""
 
 import sys
 
