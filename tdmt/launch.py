@@ -16,6 +16,9 @@ A sweep spec (YAML, see ``slurm/sweeps/example.yaml``)::
     slurm: {partition: gpu, gpus_per_task: 1, cpus_per_task: 8, mem_gb: 32, timeout_min: 720,
             array_parallelism: 32, account: null, qos: null}
 
+String overrides may name the element: ``{root}``, ``{sweep}``, ``{recipe}``, ``{variant}``, ``{suite}``,
+``{seed}`` (e.g. ``teachers_dir: "{root}/teachers/train_teachers/{suite}/default/seed{seed}/teachers"``).
+
 Element ``(method, variant, suite, seed)`` runs ``get_recipe(method).run(cfg)`` in
 ``<root>/<name>/<method>/<suite>/<variant>/seed<seed>/`` (its resolved ``config.yaml`` is written there at
 launch). Everything is validated before anything is submitted: an unknown recipe, suite or config key fails
@@ -250,8 +253,14 @@ def _resolve(method: Method, variant: str, suite: str, seed: int, spec: SweepSpe
         if clash:
             raise SweepSpecError(f"{source}: {clash} are set by the sweep grid (suites, seeds, folders)")
     run_dir = (spec.dir / method.recipe / suite / variant / f"seed{seed}").resolve()
-    values = {**spec.overrides, **method.overrides, **method.variants[variant], "suite": suite, "seed": seed,
-              "run_dir": str(run_dir)}
+    fields = {"root": str(Path(spec.root).resolve()), "sweep": str(spec.dir.resolve()), "recipe": method.recipe,
+              "variant": variant, "suite": suite, "seed": seed}
+    values = {**spec.overrides, **method.overrides, **method.variants[variant]}
+    try:
+        values = {k: v.format(**fields) if isinstance(v, str) and "{" in v else v for k, v in values.items()}
+    except (KeyError, IndexError, ValueError) as e:
+        raise SweepSpecError(f"{where}: bad placeholder {e} in {values}; valid: {sorted(fields)}") from e
+    values.update(suite=suite, seed=seed, run_dir=str(run_dir))
     try:
         cfg = apply_overrides(module.Config(), values)
     except (KeyError, TypeError, ValueError) as e:
