@@ -1,12 +1,17 @@
 """sac_mt recipe: config checks, paper sizes, every backbone end to end, resume, and a learning test."""
 
+import copy
 import json
 
 import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdmt.algos import get_recipe
-from tdmt.algos.sac_mt import Config, paper_sizes, run
+from tdmt.algos.sac_mt import Config, MultiTaskSAC, paper_sizes, run
 from tdmt.config import parse_args
+from tdmt.envs import get_suite
 
 TINY = dict(suite="pendulum-mt3", hidden=(16,), batch_size_per_task=8, buffer_size_per_task=1000,
             exploration_steps=5, eval_episodes=1, log_every=5)
@@ -66,3 +71,31 @@ def test_mtsac_learns_pendulum_mt3(tmp_path):
     summary = run(cfg)
     assert summary["final_mean_return"] > -400, summary
     assert all(r > -900 for r in summary["final_return"].values()), summary
+
+
+def test_state_dict_round_trip_restores_networks_temperatures_and_optimizers():
+    suite = get_suite("pendulum-mt3")
+    cfg = Config(**TINY)
+    torch.manual_seed(0)
+    a = MultiTaskSAC(cfg, suite)
+    tid = torch.arange(3)[:, None].expand(3, 4)
+    flags = torch.zeros(3, 4, 1, dtype=torch.bool)
+    batch = TensorDict({"observation": torch.randn(3, 4, 3), "task_id": tid, "action": torch.rand(3, 4, 1),
+                        "next": {"observation": torch.randn(3, 4, 3), "task_id": tid,
+                                 "reward": torch.randn(3, 4, 1), "done": flags, "terminated": flags}}, [3, 4])
+    a.update(batch.clone(), env_steps=0)
+    torch.manual_seed(1)
+    b = MultiTaskSAC(cfg, suite)
+    obs = TensorDict({"observation": torch.randn(3, 3), "task_id": torch.arange(3)}, [3])
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        assert not torch.allclose(a.act(obs.clone())["action"], b.act(obs.clone())["action"])
+        b.load_state_dict(copy.deepcopy(a.state_dict()))  # as if read back from a checkpoint file
+        torch.testing.assert_close(b.act(obs.clone())["action"], a.act(obs.clone())["action"])
+    torch.testing.assert_close(b.loss.log_alpha, a.loss.log_alpha)
+    assert b.updates == 1 and b.optimizers["critic"].state_dict()["state"]
+    torch.manual_seed(2)
+    out_a = a.update(batch.clone(), env_steps=0)
+    torch.manual_seed(2)
+    out_b = b.update(batch.clone(), env_steps=0)
+    torch.testing.assert_close(out_b["loss_qvalue"], out_a["loss_qvalue"])
+    torch.testing.assert_close(b.loss.min_q(batch), a.loss.min_q(batch))

@@ -9,7 +9,8 @@ API summary
   mask-out (3000 after 100k steps), loss rescaling. ``hidden=()`` picks the paper's size for the suite.
 * ``MultiTaskSAC(cfg, suite)``: networks + ``MultiTaskSACLoss`` + optimizers (PCGrad-wrapped for
   ``backbone=pcgrad``) + ``SoftUpdate``; ``update(batch) -> metrics``, ``explore(td, random=False)``,
-  ``state_dict()``/``load_state_dict()``. The CTPG recipe reuses it for its control policies.
+  ``act(td)`` (the policy for ``evaluate``), ``state_dict()``/``load_state_dict()``. The CTPG recipe can reuse
+  it for its control policies.
 * ``run(cfg) -> summary``: the training loop (one env step of all K tasks = one "step"; ``total_steps`` is the
   sample budget per task), evaluation every ``eval_every`` steps, checkpoint/resume via ``TrainingRun``;
   writes metrics.csv, eval.csv, results.md, curves.png, summary.json in ``run_dir``.
@@ -68,7 +69,7 @@ class Config:
     log_every: int = 1000
     checkpoint_every: int = 50_000
     num_threads: int = 1
-    device: str = "cpu"
+    device: str = "cpu"  # networks and updates ("cuda" on a GPU); envs and replay stay on the CPU
 
     def validate(self) -> None:
         if self.suite not in list_suites():
@@ -126,15 +127,21 @@ class MultiTaskSAC:
                            "alpha": torch.optim.Adam([self.loss.log_alpha], lr=cfg.lr)}
         self.updates = 0
 
+    def act(self, td: TensorDictBase) -> TensorDictBase:
+        """Write ``action`` ~ π (in the current exploration mode) into the env's ``td``, computed on ``device``."""
+        with torch.no_grad():
+            out = self.actor(td.select("observation", "task_id").to(self.device))
+        return td.set("action", out.get("action").to(td.device))
+
     def explore(self, td: TensorDictBase, random: bool = False) -> TensorDictBase:
         """Write ``action`` (masked: padded dims are 0): uniform in [-1, 1] when ``random``, else ``a ~ π``."""
-        with torch.no_grad():
-            if random:
-                action = torch.rand(*td.batch_size, self.suite.act_max, device=td.device) * 2 - 1
-            else:
-                with set_exploration_type(ExplorationType.RANDOM):
-                    action = self.actor(td.select("observation", "task_id")).get("action")
-            return td.set("action", action * self.mask[td.get("task_id")])
+        if random:
+            td.set("action", torch.rand(*td.batch_size, self.suite.act_max, device=td.device) * 2 - 1)
+        else:
+            with set_exploration_type(ExplorationType.RANDOM):
+                self.act(td)
+        mask = self.mask.to(td.device)[td.get("task_id")]
+        return td.set("action", td.get("action") * mask)
 
     def update(self, batch: TensorDictBase, env_steps: int) -> dict[str, torch.Tensor]:
         """One SAC update on a ``[K, N]`` batch: critics, actor, temperatures, then the soft target update."""
@@ -195,7 +202,7 @@ def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -
 
 
 def _evaluate(run: TrainingRun, eval_env, sac: MultiTaskSAC, step: int) -> EvalResult:
-    result = evaluate(eval_env, sac.actor)
+    result = evaluate(eval_env, sac.act)
     run.evals.log(step, **result.as_row())
     return result
 
@@ -207,15 +214,15 @@ def run(cfg: Config) -> dict:
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     suite = get_suite(cfg.suite)
-    env = make_env(cfg.suite, seed=cfg.seed, device=cfg.device)
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
+    env = make_env(cfg.suite, seed=cfg.seed)  # envs and replay stay on the CPU; networks live on cfg.device
+    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes)
     sac = MultiTaskSAC(cfg, suite)
     replay = PerTaskReplayBuffer(suite.num_tasks, cfg.buffer_size_per_task, cfg.batch_size_per_task,
                                  storage=cfg.storage)
     buffers = {"replay": replay}
     run_ = TrainingRun(cfg.run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     first = run_.resume(sac.load_state_dict, buffers) + 1
-    episode_return = torch.zeros(suite.num_tasks, device=sac.device)
+    episode_return = torch.zeros(suite.num_tasks)
     td = env.reset()
     start, last = time.time(), None
     with run_.guard(sac.state_dict, buffers) as guard:
