@@ -169,3 +169,22 @@ def test_soft_update_set_keys_and_bad_input():
         MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT), reduction="avg")
     with pytest.raises(ValueError, match="expected 1 or K=3"):
         MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT), target_entropy=[1.0, 2.0])
+
+
+def test_soft_td_target_uses_target_critics_and_each_tasks_alpha():
+    """``y = r + γ (min_j Q'_j(s', ã') - α_i log π(ã'|s'))`` with ``α_i`` the row's own temperature."""
+    gamma = 0.9
+    loss = make_loss(gamma=gamma, loss_rescaling=False)
+    with torch.no_grad():
+        loss.log_alpha.copy_(torch.log(torch.tensor([0.5, 1.0, 2.0])))
+        for p in loss.target_qvalue_network_params.values(True, True):
+            p.mul_(0.5)  # targets differ from the online critics
+    batch = make_batch()
+    torch.manual_seed(4)
+    next_action, next_log_prob = loss.sample_log_prob(batch["next"])
+    next_q = loss.q_values(batch["next"], next_action, target=True)
+    alpha = torch.tensor([0.5, 1.0, 2.0])[:, None]
+    y = batch["next", "reward"].squeeze(-1) + gamma * (next_q - alpha * next_log_prob).min(0).values
+    expected = ((loss.q_values(batch) - y) ** 2).sum(0).mean(-1)
+    torch.manual_seed(4)
+    torch.testing.assert_close(loss(batch.clone())["loss_qvalue"], expected)
