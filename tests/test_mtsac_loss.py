@@ -188,3 +188,14 @@ def test_soft_td_target_uses_target_critics_and_each_tasks_alpha():
     expected = ((loss.q_values(batch) - y) ** 2).sum(0).mean(-1)
     torch.manual_seed(4)
     torch.testing.assert_close(loss(batch.clone())["loss_qvalue"], expected)
+
+
+def test_next_task_id_defaults_to_the_rows_task():
+    loss = make_loss()
+    batch = make_batch()
+    torch.manual_seed(6)
+    ref = loss(batch.clone())["loss_qvalue"]
+    without = batch.clone()
+    del without["next", "task_id"]
+    torch.manual_seed(6)
+    torch.testing.assert_close(loss(without)["loss_qvalue"], ref)

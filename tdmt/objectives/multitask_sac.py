@@ -268,6 +268,8 @@ class MultiTaskSACLoss(LossModule):
     def qvalue_loss(self, td: TensorDictBase) -> tuple[Tensor, Tensor]:
         """Per-row twin-critic loss ``Σ_j (Q_j(s,a) - y)²`` ``[*batch]`` and the TD error ``max_j |Q_j - y|``."""
         next_td = td.get("next").clone(False)
+        if self.tensor_keys.task_id not in next_td.keys(True):  # s' belongs to the same task as s
+            next_td.set(self.tensor_keys.task_id, td.get(self.tensor_keys.task_id))
         with torch.no_grad():
             next_action, next_log_prob = self.sample_log_prob(next_td)
             next_q = self.q_values(next_td, next_action, target=self.delay_qvalue)
