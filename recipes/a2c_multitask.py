@@ -2,7 +2,7 @@
 
 ``architecture=independent`` trains K separate single-task networks (the paper's "Scratch" column);
 ``update=joint`` updates all heads at once instead of cycling tasks. Small budget:
-``config=recipes/configs/arora_a2c_pendulum.yaml``. Keys and defaults: ``tdmt.algos.a2c_multitask.Config``.
+``config=recipes/configs/arora_a2c_demo.yaml``. Keys and defaults: ``tdmt.algos.a2c_multitask.Config``.
 """
 
 import sys

@@ -2,7 +2,7 @@
 
 Teachers are trained first in ``<run_dir>/teachers`` (``teacher_algo=a2c`` as in the paper, or ``sac``), or
 reused with ``teacher_path=.../model.pt``. ``direction=reverse`` uses KL(student‖teacher). Small budget:
-``config=recipes/configs/arora_distill_pendulum.yaml``. Keys and defaults: ``tdmt.algos.distill_kl.Config``.
+``config=recipes/configs/arora_distill_demo.yaml``. Keys and defaults: ``tdmt.algos.distill_kl.Config``.
 """
 
 import sys

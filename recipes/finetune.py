@@ -1,7 +1,7 @@
 """Fine-tuning baseline (Arora et al. Table 1): ``python recipes/finetune.py suite=halfcheetah-arora6 seed=0``.
 
 Trains on ``source_task``, fine-tunes the last actor/critic layers on ``target_task``, evaluates both
-(forgetting). Small budget: ``config=recipes/configs/arora_finetune_pendulum.yaml``.
+(forgetting). Small budget: ``config=recipes/configs/arora_finetune_demo.yaml``.
 Keys and defaults: ``tdmt.algos.finetune.Config``.
 """
 

@@ -1,0 +1,135 @@
+"""Multi-head networks and the multi-head A2C update (Arora et al. §3.1.4, §4.3.1)."""
+
+import pytest
+import torch
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+from tdmt.algos.a2c_multitask import A2CAgent, Config, Rollouts, make_agent, step_keeping_other_rows
+from tdmt.envs import make_env
+from tdmt.modules.multihead import MultiHeadMLP, actor_net
+
+K = 3
+
+
+def _reference(net: MultiHeadMLP, x: torch.Tensor, k: int) -> torch.Tensor:
+    """Row-by-row forward through task k's parameters (what every routing path must reproduce)."""
+    h = x
+    for layer in net.trunk:
+        h = layer(h) if isinstance(layer, torch.nn.Linear) else h @ layer.weight[k] + layer.bias[k, 0]
+        h = torch.tanh(h)
+    return h @ net.head.weight[k] + net.head.bias[k, 0]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_every_routing_path_applies_each_rows_task_parameters(shared):
+    torch.manual_seed(0)
+    net = MultiHeadMLP(K, 5, 2, hidden=(8, 8), shared_trunk=shared)
+    x = torch.randn(K, 4, 5)
+    expected = torch.stack([_reference(net, x[k], k) for k in range(K)])
+    task_major = torch.arange(K).view(K, 1).expand(K, 4)
+    torch.testing.assert_close(net(x, task_major), expected)  # baddbmm over [K, N]
+    torch.testing.assert_close(net(x[1], torch.ones(4, dtype=torch.long)), expected[1])  # one task
+    perm = torch.randperm(K * 4)
+    mixed = net(x.reshape(-1, 5)[perm], task_major.reshape(-1)[perm])  # gathered per row
+    torch.testing.assert_close(mixed, expected.reshape(-1, 2)[perm])
+
+
+def test_bad_task_id_is_reported():
+    net = MultiHeadMLP(K, 5, 2)
+    with pytest.raises(ValueError, match=r"task_id out of range \[0, 3\)"):
+        net(torch.randn(2, 5), torch.tensor([0, 3]))
+
+
+def _cfg(**kw) -> Config:
+    return Config(suite="pendulum-mt3", num_envs_per_task=2, t_max=5, **kw)
+
+
+def _agent_and_batch(seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    cfg = _cfg(**kw)
+    env = make_env(cfg.suite, seed=seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False)
+    agent = make_agent(cfg, env)
+    batch = Rollouts(env).collect(agent.actor, cfg.t_max)
+    env.close()
+    return agent, batch
+
+
+def _snapshot(agent: A2CAgent) -> dict[str, torch.Tensor]:
+    return {f"{i}.{n}": p.detach().clone() for i, net in enumerate(agent.nets) for n, p in net.named_parameters()}
+
+
+def test_rollout_layout_is_tasks_envs_time():
+    agent, batch = _agent_and_batch()
+    assert batch.batch_size == (K, 2, 5)
+    assert torch.equal(batch["task_id"][:, 0, 0], torch.arange(K))
+    assert batch["action"].abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("task", [0, 1])
+def test_multihead_update_on_task_i_leaves_other_heads_unchanged(task):
+    agent, batch = _agent_and_batch()
+    # one update on every task first, so that RMSprop holds statistics for every head
+    for k in range(K):
+        agent.update(batch[k], task=k)
+    before = _snapshot(agent)
+    state_before = {id(p): agent.optim.state[p]["square_avg"].clone() for p in agent.optim.state}
+    stats = agent.update(batch[task], task=task)
+    after = _snapshot(agent)
+    others = [k for k in range(K) if k != task]
+    for name in after:
+        if ".head." in name:
+            assert torch.equal(after[name][others], before[name][others]), name
+            assert not torch.equal(after[name][task], before[name][task]), name
+        else:  # the shared trunk learns from every task
+            assert not torch.equal(after[name], before[name]), name
+    for net in agent.nets:  # the other heads' RMSprop statistics are untouched too
+        for p in net.head.parameters():
+            assert torch.equal(agent.optim.state[p]["square_avg"][others], state_before[id(p)][others])
+    assert stats["grad_norm"] > 0 and set(stats) == {"loss_objective", "loss_critic", "entropy", "grad_norm"}
+
+
+def test_independent_update_on_task_i_leaves_other_tasks_networks_unchanged():
+    agent, batch = _agent_and_batch(architecture="independent")
+    before = _snapshot(agent)
+    agent.update(batch[2], task=2)
+    after = _snapshot(agent)
+    for name in after:
+        assert torch.equal(after[name][:2], before[name][:2]), name
+        assert not torch.equal(after[name][2], before[name][2]), name
+
+
+def test_joint_update_moves_every_head_and_heads_only_mode_freezes_the_trunk():
+    agent, batch = _agent_and_batch(update="joint")
+    before = _snapshot(agent)
+    agent.update(batch)
+    after = _snapshot(agent)
+    for name in (n for n in after if ".head." in n):
+        assert all(not torch.equal(after[name][k], before[name][k]) for k in range(K)), name
+    agent.train_only_heads()
+    before = _snapshot(agent)
+    agent.update(batch)
+    after = _snapshot(agent)
+    for name in after:
+        assert torch.equal(after[name], before[name]) != (".head." in name), name
+
+
+def test_step_keeping_other_rows_also_holds_adam_momentum_rows():
+    w = torch.nn.Parameter(torch.ones(K, 2))
+    opt = torch.optim.Adam([w], lr=0.1)
+    w.grad = torch.ones(K, 2)
+    opt.step()  # every row now has momentum
+    before = w.detach().clone()
+    w.grad = torch.zeros(K, 2)
+    w.grad[1] = 1.0
+    step_keeping_other_rows(opt, [w], task=1)
+    assert torch.equal(w[[0, 2]], before[[0, 2]])  # plain Adam would have moved them by momentum
+    assert not torch.equal(w[1], before[1])
+
+
+def test_deterministic_action_is_tanh_of_loc():
+    agent, batch = _agent_and_batch()
+    td = batch[..., 0].select("observation", "task_id")
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        out = agent.actor(td.clone())
+    torch.testing.assert_close(out["action"], torch.tanh(out["loc"]))
+    assert actor_net(agent.actor).head.weight.shape == (K, 64, 2)
