@@ -196,7 +196,7 @@ def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -
         table.append(line)
     text = (f"# sac_mt ({cfg.backbone}) on {suite.name}, seed {cfg.seed}\n\n"
             f"{summary['steps']} env steps per task, {summary['updates']} updates, "
-            f"{summary['wall_time_s'] / 3600:.2f} h. Evaluation: {cfg.eval_episodes} deterministic episodes per task "
+            f"{summary['wall_time_s'] / 60:.1f} min. Evaluation: {cfg.eval_episodes} deterministic episodes per task "
             f"every {cfg.eval_every} steps.\n\n" + markdown_table(header, table))
     write_text(run.dir / "results.md", text)
 
