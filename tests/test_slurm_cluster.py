@@ -21,7 +21,7 @@ import submitit
 import yaml
 
 from tdmt import cli
-from tdmt.launch import read_job_file, read_manifest, slurm_states, wait
+from tdmt.launch import format_status, read_job_file, read_manifest, slurm_states, sweep_status
 from tdmt.logger import CSVLog
 
 pytestmark = pytest.mark.slurm
@@ -58,13 +58,22 @@ def cluster():
         subprocess.run([str(TESTING / "stop.sh"), str(folder), "--purge"], capture_output=True, timeout=120)
 
 
-def _wait_for(predicate, timeout_s: float, what: str):
+def _wait_for(predicate, timeout_s: float, what: str, sweep: Path):
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if value := predicate():
             return value
         time.sleep(0.5)
-    raise TimeoutError(what)
+    raise TimeoutError(f"{what} after {timeout_s} s\n{_diagnosis(sweep)}")
+
+
+def _diagnosis(sweep: Path) -> str:
+    """What a failing run needs to be understood: the sweep's status, squeue, and the tail of every job log."""
+    lines = [format_status(sweep_status(sweep)),
+             subprocess.run(["squeue"], capture_output=True, text=True).stdout]
+    for log in sorted((sweep / "logs").glob("*_log.*")):
+        lines += [f"--- {log.name}", *log.read_text().splitlines()[-15:]]
+    return "\n".join(lines)
 
 
 def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, capsys, monkeypatch):
@@ -88,12 +97,14 @@ def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, 
     target = next(e for e in entries if e["variant"] == "wide" and e["seed"] == 1)
     run_dir = Path(target["run_dir"])
     _wait_for(lambda: read_job_file(run_dir).get("state") == "running" and
-              any((run_dir / "checkpoints").glob("step_*")), 150, f"{target['key']} never reached a checkpoint")
+              any((run_dir / "checkpoints").glob("step_*")), 150, f"{target['key']} not running with a checkpoint",
+              sweep)
     job_id = target["jobs"][-1]["job_id"]
     submitit.SlurmJob(sweep / "logs", job_id)._interrupt()
 
-    statuses = wait(sweep, poll_s=2, timeout_s=200)
-    assert [s.state for s in statuses] == ["done"] * 4, cli.main(["status", str(sweep)])
+    statuses = _wait_for(lambda: (st := sweep_status(sweep)) and all(s.state in ("done", "failed") for s in st)
+                         and st, 200, "the sweep did not finish", sweep)
+    assert [s.state for s in statuses] == ["done"] * 4, _diagnosis(sweep)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from"] and summary["resumed_from"] >= 10, summary
     assert (summary["steps"], summary["env_steps"], summary["updates"]) == (80, 240, 71)
@@ -104,7 +115,8 @@ def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, 
     history = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State", "-j", job_id],
                              capture_output=True, text=True, check=True).stdout
     assert "REQUEUED" in history or "PREEMPTED" in history, history
-    _wait_for(lambda: slurm_states([job_id]).get(job_id) == "COMPLETED", 60, f"{job_id} never COMPLETED in sacct")
+    _wait_for(lambda: slurm_states([job_id]).get(job_id) == "COMPLETED", 60, f"{job_id} not COMPLETED in sacct",
+              sweep)
 
     capsys.readouterr()
     assert cli.main(["report", str(sweep)]) == 0
