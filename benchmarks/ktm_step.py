@@ -128,15 +128,18 @@ def make_batch(K: int, N: int, obs: int, act: int) -> TensorDict:
     }, batch_size=[K, N])
 
 
-def rate(fn, steps: int, repeats: int) -> tuple[float, list[float]]:
-    """Median multi-task steps/s over ``repeats`` timings of ``steps`` steps (after one warm-up block)."""
-    fn(2)
-    rates = []
+def measure(fns: dict[str, object], steps: int, repeats: int) -> dict[str, list[float]]:
+    """Steps/s of each ``fn(n)`` over ``repeats`` rounds; within a round the contenders run back to back, so load
+    from other processes hits them alike. One warm-up block each first."""
+    for fn in fns.values():
+        fn(2)
+    rates: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(steps)
-        rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates), rates
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(steps)
+            rates[name].append(steps / (time.perf_counter() - t0))
+    return rates
 
 
 def main() -> None:
@@ -161,7 +164,7 @@ def main() -> None:
         for _ in range(n):
             ref.step(batch, masks)
 
-    results = {"reference (K sequential updates, K teacher calls)": rate(run_ref, args.steps, args.repeats)}
+    fns = {"reference (K sequential updates, K teacher calls)": run_ref}
     for precision in ("float32", "bfloat16"):
         learner = make_tdmt(K, args.obs, args.act, args.hidden, precision)
 
@@ -169,12 +172,14 @@ def main() -> None:
             for _ in range(n):
                 learner.update(batch)
 
-        results[f"tdmt batched [K, N] update, {precision}"] = rate(run_tdmt, args.steps, args.repeats)
-    base = next(iter(results.values()))[0]
+        fns[f"tdmt batched [K, N] update, {precision}"] = run_tdmt
+    rates = measure(fns, args.steps, args.repeats)
+    base = statistics.median(next(iter(rates.values())))
     print(f"KTM-DRL online multi-task step: K={K}, 2x{args.hidden}, batch {N}/task, teacher term on, "
-          f"{args.threads} threads, {args.repeats} repeats x {args.steps} steps")
-    for name, (median, rates) in results.items():
-        print(f"  {name:55s} {median:7.2f} steps/s (median; runs {', '.join(f'{r:.2f}' for r in rates)})  "
+          f"{args.threads} threads, {args.repeats} rounds x {args.steps} steps")
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"  {name:52s} {median:7.2f} steps/s (median; runs {', '.join(f'{r:.2f}' for r in values)})  "
               f"x{median / base:.2f} vs reference")
 
 
