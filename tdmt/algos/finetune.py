@@ -50,9 +50,6 @@ class Config:
     threads: int = 1
 
     def validate(self) -> None:
-        suite = get_suite(self.suite)
-        for task in (self.source_task, self.target_task):
-            suite.task(task)  # raises with the valid names
         if self.source_task == self.target_task:
             raise ValueError(f"source_task and target_task must differ, both are {self.source_task!r}")
         for name in ("source_frames", "target_frames", "num_envs_per_task", "t_max", "eval_episodes"):
@@ -96,6 +93,8 @@ def run(cfg: Config) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     cfg = dataclasses.replace(cfg, run_dir=default_run_dir("finetune", cfg.suite, cfg.seed, cfg.run_dir))
+    for task in (cfg.source_task, cfg.target_task):
+        get_suite(cfg.suite).task(task)  # raises with the valid names
     training = TrainingRun(cfg.run_dir, cfg)
     start = time.time()
     tasks = [cfg.source_task, cfg.target_task]

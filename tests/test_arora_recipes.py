@@ -1,0 +1,114 @@
+"""The three Arora et al. recipes end to end at tiny budgets: files, tables, resume, fine-tuning freezes the trunk."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tdmt.algos import a2c_multitask, distill_kl, finetune, get_recipe
+from tdmt.config import parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ["PendulumGravityLow", "PendulumGravityNormal", "PendulumGravityHigh"]
+TINY = dict(suite="pendulum-mt3", num_envs_per_task=2, eval_episodes=1, log_every=10)
+
+
+def _steps(path: Path) -> list[int]:
+    return [int(float(r.split(",")[0])) for r in path.read_text().splitlines()[1:]]
+
+
+def _table_row(results: str, task: str) -> list[str]:
+    line = next(x for x in results.splitlines() if x.startswith(f"| {task} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_recipes_are_registered():
+    assert get_recipe("a2c_multitask") is a2c_multitask
+    assert get_recipe("distill_kl") is distill_kl
+    assert get_recipe("finetune") is finetune
+
+
+def test_a2c_multitask_writes_results_and_resumes(tmp_path, capsys):
+    run_dir = tmp_path / "a2c"
+    cfg = a2c_multitask.Config(**TINY, run_dir=str(run_dir), frames_per_task=40, eval_every=20, checkpoint_every=20)
+    summary = a2c_multitask.run(cfg)
+    for name in ("config.yaml", "metrics.csv", "eval.csv", "results.md", "curves.png", "summary.json", "model.pt"):
+        assert (run_dir / name).exists(), name
+    assert set(summary) >= {f"eval/{t}/return" for t in TASKS}
+    assert -2000 < summary["eval/mean_return"] < 0  # Pendulum returns are negative
+    row = _table_row((run_dir / "results.md").read_text(), "PendulumGravityHigh")
+    assert row[1] == row[2] == "—" and "±" in row[3]  # only the Vanilla multi-task column is this run's
+    assert _steps(run_dir / "eval.csv") == [20, 40]
+    # a longer budget on the same folder resumes from the step-40 checkpoint instead of starting over
+    a2c_multitask.run(a2c_multitask.Config(**{**cfg.__dict__, "frames_per_task": 60}))
+    assert f"resumed {run_dir} from step 40" in capsys.readouterr().out
+    assert _steps(run_dir / "metrics.csv") == [10, 20, 30, 40, 50, 60]
+    assert _steps(run_dir / "eval.csv") == [20, 40, 60]
+
+
+@pytest.mark.parametrize("teacher_algo", ["sac", "a2c"])
+def test_distill_kl_trains_teachers_then_student(tmp_path, teacher_algo):
+    run_dir = tmp_path / teacher_algo
+    cfg = distill_kl.Config(**TINY, run_dir=str(run_dir), teacher_algo=teacher_algo, teacher_frames_per_task=20,
+                            teacher_envs_per_task=2, sac_random_frames=10, sac_batch_per_task=8, sac_hidden=(16, 16),
+                            frames_per_task=20, p_student=0.5, eval_every=0, checkpoint_every=10)
+    summary = distill_kl.run(cfg)
+    assert (run_dir / "teachers" / "model.pt").exists() and (run_dir / "teachers" / "summary.json").exists()
+    for name in ("metrics.csv", "eval.csv", "results.md", "curves.png", "summary.json"):
+        assert (run_dir / name).exists(), name
+    results = (run_dir / "results.md").read_text()
+    label = "Scratch" if teacher_algo == "a2c" else "Teachers (SAC)"
+    assert f"{label} (20 frames per task)" in results and "Distillation multi-task (20 frames per task)" in results
+    assert "Normalised score" in results
+    for t in TASKS:
+        assert summary[f"random/{t}/return"] < 0
+        expected = (summary[f"eval/{t}/return"] - summary[f"random/{t}/return"]) / (
+            summary[f"teacher/{t}/return"] - summary[f"random/{t}/return"])
+        assert summary[f"normalised/{t}"] == pytest.approx(expected)
+    assert json.loads((run_dir / "summary.json").read_text())["teacher_algo"] == teacher_algo
+
+
+def test_finetune_script_trains_only_the_last_layers_on_the_target_task(tmp_path):
+    run_dir = tmp_path / "ft"
+    cmd = [sys.executable, "recipes/finetune.py", "config=recipes/configs/arora_finetune_demo.yaml",
+           "suite=pendulum-mt3", "source_task=PendulumGravityLow", "target_task=PendulumGravityHigh",
+           "source_frames=20", "target_frames=20", "num_envs_per_task=2", "eval_every=0", "eval_episodes=1",
+           "log_every=10", f"run_dir={run_dir}"]
+    subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True, capture_output=True,
+                   timeout=300)
+    source = torch.load(run_dir / "source" / "model.pt")
+    target = torch.load(run_dir / "target" / "model.pt")
+    for part in ("actor", "critic"):
+        for name, value in source[part].items():
+            same = torch.equal(value, target[part][name])
+            assert same == (".head." not in name), f"{part} {name}"
+    results = (run_dir / "results.md").read_text()
+    assert "| Scratch on E1 | 20 |" in results
+    assert "| E1 → E2 | 20 |" in results
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) >= {f"{p}/{t}/return" for p in ("source", "finetuned")
+                            for t in ("PendulumGravityLow", "PendulumGravityHigh")}
+    assert (run_dir / "curves.png").exists()
+
+
+@pytest.mark.parametrize("recipe, name", [(a2c_multitask, "a2c"), (distill_kl, "distill"), (finetune, "finetune")])
+def test_demo_configs_parse(recipe, name):
+    cfg = parse_args(recipe.Config, [f"config={ROOT}/recipes/configs/arora_{name}_demo.yaml"])
+    assert cfg.eval_episodes == 20
+
+
+def test_bad_config_values_name_the_valid_choices():
+    with pytest.raises(ValueError, match=r"direction='sideways'.*'forward', 'reverse'"):
+        parse_args(distill_kl.Config, ["direction=sideways"])
+    with pytest.raises(ValueError, match="p_student must be in"):
+        parse_args(distill_kl.Config, ["p_student=1.5"])
+    with pytest.raises(ValueError, match=r"update='random'.*'cycle', 'joint'"):
+        parse_args(a2c_multitask.Config, ["update=random"])
+    with pytest.raises(ValueError, match=r"unknown task 'Nope'.*HalfCheetahSmallFoot"):
+        finetune.run(parse_args(finetune.Config, ["target_task=Nope"]))
+    with pytest.raises(ValueError, match="must differ"):
+        parse_args(finetune.Config, ["target_task=HalfCheetahSmallFoot"])
