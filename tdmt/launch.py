@@ -55,6 +55,7 @@ from typing import Any, Literal
 import submitit
 import yaml
 from submitit.core.job_environment import JobEnvironment, SignalHandler
+from tqdm import tqdm
 
 from tdmt.algos import get_recipe
 from tdmt.algos.run import SUMMARY, StopRequested, signal_actions
@@ -520,6 +521,7 @@ def _run_local(spec: SweepSpec, todo: list[Element], folder: Path, on_submit) ->
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=spec.local.max_num_timeout)
     executor.update_parameters(timeout_min=spec.local.timeout_min)
     queue, running = list(todo), []
+    progress = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", disable=None)
     try:
         while queue or running:
             while queue and len(running) < spec.local.parallelism:
@@ -529,11 +531,15 @@ def _run_local(spec: SweepSpec, todo: list[Element], folder: Path, on_submit) ->
                 on_submit(element, {"executor": "local", "job_id": job.job_id, "controller_pid": int(job.job_id),
                                     "log": str(job.paths.stdout)})
             time.sleep(0.5)
-            running = [j for j in running if not j.done()]
+            still = [j for j in running if not j.done()]
+            progress.update(len(running) - len(still))
+            running = still
     except KeyboardInterrupt:
         for job in running:  # SIGINT: each training loop saves at its next step boundary, then stops
             job.cancel()
         raise
+    finally:
+        progress.close()
 
 
 def _run_debug(todo: list[Element], on_submit) -> None:
