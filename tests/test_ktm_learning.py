@@ -56,6 +56,7 @@ def test_offline_stage_alone_reaches_90_percent_of_teachers(pendulum_teachers, t
     env = make_env(SUITE)
     stacked = StackedTeachers.load(pendulum_teachers, env.suite.task_names, env.suite.obs_max, env.suite.act_max)
     teacher = _returns(TensorDictModule(stacked, in_keys=["observation"], out_keys=["action"]))
+    torch.manual_seed(0)
     random = _returns(RandomPolicy(make_env(SUITE, num_envs_per_task=EPISODES).action_spec))
     score = (student - random) / (teacher - random)
     print(f"student {student.tolist()} teacher {teacher.tolist()} random {random.tolist()} score {score.tolist()}")

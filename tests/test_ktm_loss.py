@@ -259,3 +259,18 @@ def random_batch(K: int, N: int, obs_max: int, act_max: int) -> TensorDict:
                  "reward": torch.randn(K, N, 1), "done": torch.zeros(K, N, 1, dtype=torch.bool),
                  "terminated": torch.zeros(K, N, 1, dtype=torch.bool)},
     }, batch_size=[K, N])
+
+
+def test_hard_update_copies_student_into_targets_between_stages():
+    loss = tiny_loss("offline")
+    learner = TD3Learner(loss, lr=1e-3, tau=0.005)
+    with torch.no_grad():
+        for p in (*loss.actor_network_params.values(True, True), *loss.qvalue_network_params.values(True, True)):
+            p.add_(1.0)
+    assert not torch.equal(loss.target_actor_network_params["module", "0", "bias"],
+                           loss.actor_network_params["module", "0", "bias"])
+    learner.hard_update_targets()
+    for online, target in ((loss.actor_network_params, loss.target_actor_network_params),
+                           (loss.qvalue_network_params, loss.target_qvalue_network_params)):
+        for key, value in online.items(True, True):
+            assert torch.equal(target[key], value.data), key
