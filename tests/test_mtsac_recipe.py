@@ -99,3 +99,15 @@ def test_state_dict_round_trip_restores_networks_temperatures_and_optimizers():
     out_b = b.update(batch.clone(), env_steps=0)
     torch.testing.assert_close(out_b["loss_qvalue"], out_a["loss_qvalue"])
     torch.testing.assert_close(b.loss.min_q(batch), a.loss.min_q(batch))
+
+
+def test_explore_stores_masked_actions_on_a_heterogeneous_suite():
+    suite = get_suite("mujoco-mt6")  # act dims 8, 3, 6, 6, 1, 1 padded to 8
+    sac = MultiTaskSAC(Config(suite="mujoco-mt6", hidden=(16,)), suite)
+    td = TensorDict({"observation": torch.randn(6, 2, 105), "task_id": torch.arange(6)[:, None].expand(6, 2)}, [6, 2])
+    for random in (True, False):
+        action = sac.explore(td.clone(), random=random)["action"]
+        for k, dim in enumerate(suite.act_dims):
+            assert (action[k, :, dim:] == 0).all()
+            assert (action[k, :, :dim] != 0).all()
+        assert action.abs().max() <= 1
