@@ -53,6 +53,11 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
+        except ValueError:
+            raise TypeError(f"{name}={value!r} should be of type float") from None
     if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
@@ -64,8 +69,11 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text) if text != "" else ""
 
 
-def apply_overrides(cfg: T, values: dict[str, Any]) -> T:
-    """A copy of the dataclass ``cfg`` with ``values`` replaced, each checked against its field's type."""
+def apply_overrides(cfg: T, values: dict[str, Any], validate: bool = True) -> T:
+    """A copy of the dataclass ``cfg`` with ``values`` replaced, each checked against its field's type.
+
+    With ``validate``, the dataclass's optional ``validate()`` method checks the result.
+    """
     hints = typing.get_type_hints(type(cfg))
     valid = [f.name for f in dataclasses.fields(cfg)]
     changes = {}
@@ -74,10 +82,15 @@ def apply_overrides(cfg: T, values: dict[str, Any]) -> T:
             raise KeyError(f"unknown config key {key!r} for {type(cfg).__name__}; valid keys: {sorted(valid)}")
         changes[key] = _coerce(key, value, hints[key])
     new = dataclasses.replace(cfg, **changes)
-    validate = getattr(new, "validate", None)
-    if callable(validate):
-        validate()
+    if validate:
+        _validate(new)
     return new
+
+
+def _validate(cfg: Any) -> None:
+    check = getattr(cfg, "validate", None)
+    if callable(check):
+        check()
 
 
 def parse_args(cls: type[T], argv: Sequence[str]) -> T:
@@ -88,9 +101,10 @@ def parse_args(cls: type[T], argv: Sequence[str]) -> T:
             raise ValueError(f"arguments are key=value pairs, got {arg!r}")
         key, text = arg.split("=", 1)
         if key == "config":
-            cfg = apply_overrides(cfg, load_yaml(text))
+            cfg = apply_overrides(cfg, load_yaml(text), validate=False)
         else:
-            cfg = apply_overrides(cfg, {key: _parse_value(text)})
+            cfg = apply_overrides(cfg, {key: _parse_value(text)}, validate=False)
+    _validate(cfg)  # once, on the final config: a check may relate several keys
     return cfg
 
 

@@ -24,6 +24,7 @@ def test_overrides_and_files(tmp_path):
     f.write_text("lr: 0.001\nhidden: [64, 64]\n")
     cfg = parse_args(_Cfg, [f"config={f}", "mode=online", "budget=5", "lr=1"])
     assert cfg == _Cfg(lr=1.0, mode="online", hidden=(64, 64), budget=5)
+    assert parse_args(_Cfg, ["lr=1e-3"]).lr == 0.001  # YAML 1.1 reads 1e-3 as a string
 
 
 @pytest.mark.parametrize("arg,message", [
