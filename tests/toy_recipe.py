@@ -128,7 +128,7 @@ def run(cfg: Config) -> dict:
                 counters["updates"] += 1
                 losses = _update(model, optim, rb.sample(), cfg.gamma)
                 run_.metrics.log(step, **losses, updates=counters["updates"])
-            if step % cfg.eval_every == 0:
+            if step % cfg.eval_every == 0 or step == cfg.total_steps:
                 run_.evals.log(step, **evaluate(eval_env, policy).as_row(), env_steps=counters["env_steps"])
             if cfg.crash_at_step == step:
                 raise SimulatedCrash(f"simulated crash at step {step}")
