@@ -4,7 +4,7 @@ with the expert's behaviour and collects far better trajectories for it than the
 Set-up (pendulum-mt3, tasks g=10 "expert" and g=6 "new", MHSAC with small nets): the fixture trains both tasks
 with plain multi-task SAC until the g=10 task is solved, then turns the g=6 task into a new task by
 re-initialising its actor and critic heads (its temperature is set to the expert's). From that state, ``guide=ctpg``
-and ``guide=none`` each train for 1000 env steps (5 episodes of the new task) with two seeds; the measure is the
+and ``guide=none`` each train for 600 env steps (3 episodes of the new task) with two seeds; the measure is the
 mean return of the new task's training episodes — the trajectories its learner is trained on (the paper's
 mechanism: better training trajectories). The policy-filter gate is off here because it only activates after 10k
 steps in the paper's schedule (the comparable critic needs that long); the guide-block gate is off because with
@@ -30,7 +30,7 @@ SUITE = get_suite("pendulum-mt3").subset(["PendulumGravityNormal", "PendulumGrav
 BASE = Config(suite="pendulum-mt3", backbone="mhsac", hidden=(64, 64), guide_hidden=(64, 64), batch_size_per_task=64,
               buffer_size_per_task=20_000, lr=1e-3, guide_lr=1e-3, exploration_steps=200, policy_filter=False,
               guide_block="off", run_dir="/tmp/unused")
-PRETRAIN_STEPS, STEPS, SEEDS = 3500, 1000, (0, 1)
+PRETRAIN_STEPS, STEPS, SEEDS = 3500, 600, (0, 1)
 
 
 @pytest.fixture(scope="module")
