@@ -321,12 +321,12 @@ class SweepRunner(submitit.helpers.Checkpointable):
             return json.loads(summary_file.read_text())
         info = {**_submitit_info(), "host": socket.gethostname(), "pid": os.getpid(), "element": element.key}
         _write_job_file(element.run_dir, state="running", **info)
-        module = get_recipe(element.recipe)
-        cfg = apply_overrides(module.Config(), element.config)
         handler = _submitit_requeue_handler()
         # In a submitit job SIGTERM precedes SIGUSR2 on preemption (and scancel): checkpoint, but keep going.
         actions = {signal.SIGTERM: "save"} if handler else {}
         try:
+            module = get_recipe(element.recipe)
+            cfg = apply_overrides(module.Config(), element.config)
             with signal_actions(actions):
                 summary = module.run(cfg)
         except StopRequested as e:
@@ -444,15 +444,15 @@ def element_status(entry: dict[str, Any], slurm: dict[str, str]) -> ElementStatu
     if not last:
         return status("pending", "not submitted")
     progress = _progress(run_dir)
+    if job.get("state") == "failed":
+        return status("failed", job.get("error", ""))
     if last.get("executor") == "slurm":
         state = slurm.get(last["job_id"])
         if state is None or state in SLURM_PENDING:
             return status("pending", f"{state or 'unknown to sacct'} {progress}".strip())
         if state in SLURM_RUNNING:
             return status("running", progress)
-        return status("failed", f"SLURM {state} {job.get('error', '')}".strip())
-    if job.get("state") == "failed":
-        return status("failed", job.get("error", ""))
+        return status("failed", f"SLURM {state}")
     controller_alive = _pid_alive(last.get("controller_pid"))
     if job.get("state") in ("running", "requeued"):
         if job.get("host") == socket.gethostname() and not _pid_alive(job.get("pid")) and not controller_alive:

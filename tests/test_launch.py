@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,15 @@ import yaml
 
 from tdmt import cli
 from tdmt.aggregate import report
-from tdmt.launch import SweepSpecError, launch, load_spec, read_job_file, sweep_status
+from tdmt.launch import (
+    SweepSpecError,
+    _expand_array_ids,
+    element_status,
+    launch,
+    load_spec,
+    read_job_file,
+    sweep_status,
+)
 from tdmt.logger import CSVLog
 
 TOY = "tests.toy_recipe"
@@ -144,3 +153,27 @@ def test_local_executor_preempted_element_requeues_resumes_and_failed_one_shows_
     cli.main(["status", str(tmp_path / "runs" / "s")])
     out = capsys.readouterr().out
     assert "failed elements (logs):" in out and statuses["crash"].log in out
+
+
+def test_status_from_sacct_states_job_files_and_collapsed_array_ids(tmp_path):
+    assert _expand_array_ids("12_[0-2,5%4]") == ["12_0", "12_1", "12_2", "12_5"]
+    assert _expand_array_ids("12_7") == ["12_7"]
+    entry = {"key": "r/s/v/seed0", "run_dir": str(tmp_path),
+             "jobs": [{"executor": "slurm", "job_id": "12_1", "log": "/logs/12_1_0_log.out"}]}
+    for state, expected in [("PENDING", "pending"), ("REQUEUED", "pending"), ("RUNNING", "running"),
+                            ("OUT_OF_MEMORY", "failed"), ("CANCELLED", "failed"), ("NODE_FAIL", "failed")]:
+        assert element_status(entry, {"12_1": state}).state == expected
+    timeout = element_status(entry, {"12_1": "TIMEOUT"})
+    assert timeout.detail == "SLURM TIMEOUT" and timeout.log == "/logs/12_1_0_log.out"
+    (tmp_path / "job.json").write_text(json.dumps({"state": "failed", "error": "ValueError: boom", "log": "/l.out"}))
+    failed = element_status(entry, {"12_1": "COMPLETED"})
+    assert (failed.state, failed.detail, failed.log) == ("failed", "ValueError: boom", "/l.out")
+    local = {"key": "k", "run_dir": str(tmp_path), "jobs": [{"executor": "local", "controller_pid": 0}]}
+    dead = 2 ** 22 + 12345  # above the default pid_max: no such process
+    here = socket.gethostname()
+    (tmp_path / "job.json").write_text(json.dumps({"state": "running", "pid": dead, "host": here}))
+    assert element_status(local, {}).detail == f"process {dead} died"
+    (tmp_path / "job.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "host": here}))
+    assert element_status(local, {}).state == "running"
+    (tmp_path / "summary.json").write_text("{}")
+    assert element_status(entry, {"12_1": "FAILED"}).state == "done"
