@@ -15,6 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from submitit.core.utils import FailedJobError, FailedSubmissionError
+
 from tdmt import launch as launch_mod
 
 
@@ -33,6 +35,9 @@ def _sweep(ns: argparse.Namespace) -> int:
     except (launch_mod.SweepSpecError, FileNotFoundError) as e:
         print(f"tdmt sweep: {e}", file=sys.stderr)
         return 2
+    except (FailedJobError, FailedSubmissionError) as e:  # sbatch refused the array (e.g. unknown partition)
+        print(f"tdmt sweep: the submission failed, nothing was submitted:\n{e}", file=sys.stderr)
+        return 3
     if ns.dry_run:
         for element in submitted:
             print(f"  would submit {element.key} -> {element.run_dir}")

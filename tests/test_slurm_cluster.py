@@ -92,6 +92,8 @@ def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, 
     spec_file = tmp_path / "ci.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     sweep = tmp_path / "runs" / "ci"
+    assert cli.main(["sweep", str(spec_file), "slurm.partition=nosuch"]) == 3  # sbatch refuses the whole array
+    assert "invalid partition" in capsys.readouterr().err.lower() and not (sweep / "sweep.json").exists()
     assert cli.main(["sweep", str(spec_file)]) == 0
     entries = read_manifest(sweep)["elements"]
     job_ids = [e["jobs"][-1]["job_id"] for e in entries]
