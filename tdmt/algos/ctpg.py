@@ -123,7 +123,7 @@ class GuideLearner:
         self.cfg, self.suite, self.policies = cfg, suite, policies
         hidden = cfg.guide_hidden or sac_mt.paper_sizes(suite.name, "mhsac")[0]
         actor, qvalue, comp_qvalue = make_guide_networks(suite.num_tasks, suite.obs_max, hidden)
-        self.loss = GuideDiscreteSACLoss(actor, qvalue, comp_qvalue, num_tasks=suite.num_tasks)
+        self.loss = GuideDiscreteSACLoss(actor, qvalue, comp_qvalue, num_tasks=suite.num_tasks).to(cfg.device)
         self.loss.make_value_estimator(ValueEstimators.TD0, gamma=cfg.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
         self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=cfg.guide_lr)
@@ -194,9 +194,9 @@ class CTPGAgent:
         self.sac = sac_mt.MultiTaskSAC(cfg, suite)
         self.policies = SACControlPolicies(self.sac.loss)
         self.guide = GuideLearner(cfg, suite, self.policies) if cfg.guide == "ctpg" else None
-        own = torch.arange(suite.num_tasks).repeat_interleave(num_envs_per_task)
+        own = torch.arange(suite.num_tasks, device=self.sac.device).repeat_interleave(num_envs_per_task)
         self.behaviour = GuidedBehaviour(own, suite.obs_max, suite.act_max, cfg.guide_step, cfg.gamma)
-        self.last_success = torch.zeros(suite.num_tasks)
+        self.last_success = torch.zeros(suite.num_tasks, device=self.sac.device)
         self.env_steps = 0
         self.stats: dict[str, float] = {}
 
@@ -206,7 +206,7 @@ class CTPGAgent:
             return guide_block(self.sac.loss.log_alpha.detach())
         if self.cfg.guide_block == "success":
             return self.last_success > self.cfg.block_success_threshold
-        return torch.zeros(self.suite.num_tasks, dtype=torch.bool)
+        return torch.zeros(self.suite.num_tasks, dtype=torch.bool, device=self.last_success.device)
 
     def _chooser(self, observation: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         if self.cfg.guide == "qmp":
@@ -294,7 +294,7 @@ def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -
 def _evaluate(run: TrainingRun, eval_env, agent: CTPGAgent, step: int) -> None:
     result = evaluate(eval_env, agent.sac.actor)
     if result.success_rate is not None:
-        agent.last_success = torch.tensor(result.success_rate)
+        agent.last_success = torch.tensor(result.success_rate, device=agent.last_success.device)
     run.evals.log(step, **result.as_row())
 
 
@@ -321,7 +321,7 @@ class Trainer:
             self.guide_replay = PerTaskReplayBuffer(K, max(1, cfg.buffer_size_per_task // cfg.guide_step),
                                                     cfg.batch_size_per_task, storage=cfg.storage)
             self.buffers["guide_replay"] = self.guide_replay
-        self.episode_return = torch.zeros(K)
+        self.episode_return = torch.zeros(K, device=self.agent.sac.device)
         self.td = self.env.reset()
         self.last: dict[str, torch.Tensor] | None = None
         self.guide_row: dict[str, float] = {}

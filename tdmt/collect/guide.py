@@ -173,14 +173,14 @@ class GuidedBehaviour:
     def __init__(self, own_task: torch.Tensor, obs_dim: int, act_dim: int, horizon: int, gamma: float):
         if horizon < 1:
             raise ValueError(f"guide step H must be >= 1, got {horizon}")
-        B = own_task.shape[0]
+        B, dev = own_task.shape[0], own_task.device
         self.own_task, self.horizon, self.gamma = own_task.clone(), horizon, gamma
         self.choice = own_task.clone()
-        self.t = torch.zeros(B, dtype=torch.long)
-        self.start_obs = torch.zeros(B, obs_dim)
-        self.ret = torch.zeros(B)
-        self.seq_obs = torch.zeros(B, horizon, obs_dim)
-        self.seq_act = torch.zeros(B, horizon, act_dim)
+        self.t = torch.zeros(B, dtype=torch.long, device=dev)
+        self.start_obs = torch.zeros(B, obs_dim, device=dev)
+        self.ret = torch.zeros(B, device=dev)
+        self.seq_obs = torch.zeros(B, horizon, obs_dim, device=dev)
+        self.seq_act = torch.zeros(B, horizon, act_dim, device=dev)
 
     @property
     def block_start(self) -> torch.Tensor:
@@ -201,7 +201,7 @@ class GuidedBehaviour:
                next_observation: torch.Tensor, done: torch.Tensor, terminated: torch.Tensor
                ) -> TensorDictBase | None:
         """Add one env step (flat ``[B]`` rows; ``reward/done/terminated`` of shape ``[B]``); emit ended blocks."""
-        rows = torch.arange(self.t.shape[0])
+        rows = torch.arange(self.t.shape[0], device=self.t.device)
         k = self.t
         self.seq_obs[rows, k] = observation
         self.seq_act[rows, k] = action
@@ -211,7 +211,7 @@ class GuidedBehaviour:
         if not ended.any():
             return None
         n = self.t[ended]
-        valid = torch.arange(self.horizon).unsqueeze(0) < n.unsqueeze(1)
+        valid = torch.arange(self.horizon, device=n.device).unsqueeze(0) < n.unsqueeze(1)
         out = TensorDict({
             "observation": self.start_obs[ended].clone(),
             "task_id": self.own_task[ended].clone(),

@@ -225,8 +225,9 @@ class GuideDiscreteSACLoss(LossModule):
             raise ValueError(f"guide batch must be [T, N] with one task per row (a [K, N] replay sample or a subset "
                              f"of its rows); got batch size {tuple(tensordict.shape)}")
         active = tensordict.get(k.active, None)
-        active = torch.ones(tensordict.shape, dtype=torch.bool) if active is None else active.reshape(
-            tensordict.shape)
+        if active is None:
+            active = torch.ones(tensordict.shape, dtype=torch.bool, device=task_id.device)
+        active = active.reshape(tensordict.shape)
         action = tensordict.get(k.action).reshape(tensordict.shape)
         y, y_comp = self._targets(tensordict)
 
