@@ -109,13 +109,11 @@ class GuideDiscreteSACLoss(LossModule):
         action_value: NestedKey = "action_value"
         comp_action_value: NestedKey = "comp_action_value"
         reward: NestedKey = "reward"
-        done: NestedKey = "done"
         terminated: NestedKey = "terminated"
         num_steps: NestedKey = "num_steps"
         entropy_bonus: NestedKey = "own_entropy_bonus"
         active: NestedKey = "active"
         task_id: NestedKey = "task_id"
-        value: NestedKey = "state_value"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
