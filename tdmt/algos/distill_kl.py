@@ -76,6 +76,7 @@ class Config:
     direction: Literal["forward", "reverse"] = "forward"
     update: Literal["cycle", "joint"] = "cycle"
     lr: float = 7e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at frames_per_task
     rmsprop_alpha: float = 0.99
     rmsprop_eps: float = 1e-5
     max_grad_norm: float = 0.5
@@ -232,6 +233,9 @@ def distill(cfg: Config, student, teacher, run: TrainingRun, env: MultiTaskEnv,
     kl = torch.zeros(())
     with run.guard(get_state) as guard, tqdm(total=cfg.frames_per_task, initial=frames, desc="distill") as bar:
         while frames < cfg.frames_per_task:
+            if cfg.lr_schedule == "linear":
+                for group in optim.param_groups:
+                    group["lr"] = cfg.lr * (1 - frames / cfg.frames_per_task)
             behaviour.use_student = torch.rand(s.num_tasks) < cfg.p_student
             batch = rollouts.collect(behaviour, cfg.t_max)
             parts = [(batch[k], k) for k in range(s.num_tasks)] if cfg.update == "cycle" else [(batch, None)]
