@@ -64,8 +64,8 @@ def teacher_path(tmp_path_factory) -> str:
 def test_distilled_student_reaches_90_percent_of_teachers_on_every_task(teacher_path, tmp_path):
     cfg = distill_kl.Config(suite=SUITE, teacher_algo="sac", sac_hidden=(64, 64), teacher_path=teacher_path,
                             run_dir=str(tmp_path / "distill"), frames_per_task=24_000, num_envs_per_task=8,
-                            p_student=0.5, lr=3e-3, lr_schedule="linear", eval_every=0, eval_episodes=30, log_every=2000,
-                            checkpoint_every=0)
+                            p_student=0.5, lr=3e-3, lr_schedule="linear", eval_every=0, eval_episodes=30,
+                            log_every=2000, checkpoint_every=0)
     summary = distill_kl.run(cfg)
     for task in get_suite(SUITE).task_names:
         teacher, random = summary[f"teacher/{task}/return"], summary[f"random/{task}/return"]
