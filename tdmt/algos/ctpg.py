@@ -86,6 +86,9 @@ class Config(sac_mt.Config):
         if self.guide_block == "success" and not get_suite(self.suite).success_metric:
             raise ValueError(f"guide_block='success' needs a suite with a success metric; {self.suite!r} has none "
                              "(valid: 'temperature', 'off')")
+        if self.filter_start < 0 or not 0 <= self.block_success_threshold <= 1:
+            raise ValueError(f"need filter_start >= 0 and 0 <= block_success_threshold <= 1; got filter_start="
+                             f"{self.filter_start}, block_success_threshold={self.block_success_threshold}")
         if any(h < 1 for h in self.guide_hidden):
             raise ValueError(f"guide_hidden sizes must be >= 1, got {self.guide_hidden}")
 
@@ -101,15 +104,17 @@ class SACControlPolicies:
         return TensorDict({"observation": observation, "task_id": own}, batch_size=own.shape)
 
     @torch.no_grad()
-    def sample(self, observation, own, policy):
+    def sample(self, observation: torch.Tensor, own: torch.Tensor, policy: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.loss.sample_log_prob(self._td(observation, own), policy_task_id=policy)
 
     @torch.no_grad()
-    def log_prob(self, observation, action, own, policy):
+    def log_prob(self, observation: torch.Tensor, action: torch.Tensor, own: torch.Tensor, policy: torch.Tensor
+                 ) -> torch.Tensor:
         return self.loss.log_prob(self._td(observation, own), action, policy_task_id=policy)
 
     @torch.no_grad()
-    def min_q(self, observation, action, own):
+    def min_q(self, observation: torch.Tensor, action: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         return self.loss.min_q(self._td(observation, own), action)
 
     def log_alpha(self) -> torch.Tensor:
