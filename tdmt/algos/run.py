@@ -124,10 +124,10 @@ class TrainingRun:
         self._pending = ("stop", signum)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        """Only records the request (printing here could re-enter a stream the loop is writing to)."""
         action = _signal_actions[signum]
-        if signum == signal.SIGINT and self._pending is not None:
+        if signum == signal.SIGINT and self._pending is not None and self._pending[1] == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now, the last periodic checkpoint stays the latest
-        print(f"[tdmt] {signal.Signals(signum).name}: {action} at the next step boundary", flush=True)
         if action != "ignore" and (self._pending is None or self._pending[0] != "stop"):
             self._pending = (action, signum)
 
@@ -169,7 +169,8 @@ class _Guard:
             return
         action, signum = self.run._pending
         self.run._pending = None
+        name = signal.Signals(signum).name if signum else "request_stop()"
+        print(f"[tdmt] {name} at step {step}: {action}", flush=True)
         self.save_now()
         if action == "stop":
-            name = signal.Signals(signum).name if signum else "request_stop()"
             raise StopRequested(f"stopped at step {step} by {name}; state saved in {self.run.dir}", signum)
