@@ -24,6 +24,7 @@ from tdmt.launch import (
     load_spec,
     read_job_file,
     sweep_status,
+    wait,
 )
 from tdmt.logger import CSVLog
 
@@ -70,6 +71,7 @@ def test_debug_sweep_layout_resolved_configs_skip_done_status_and_report(tmp_pat
             assert json.loads((run_dir / "summary.json").read_text())["steps"] == 30
             assert read_job_file(run_dir)["state"] == "done"
     assert [s.state for s in sweep_status(sweep)] == ["done"] * 4
+    assert [s.state for s in wait(sweep, poll_s=0.01, timeout_s=0)] == ["done"] * 4
     mtime = (sweep / TOY / "pendulum-mt3" / "small" / "seed0" / "summary.json").stat().st_mtime
     # Launching again submits nothing: every element is done.
     assert launch(load_spec(spec_file)) == []
@@ -175,5 +177,8 @@ def test_status_from_sacct_states_job_files_and_collapsed_array_ids(tmp_path):
     assert element_status(local, {}).detail == f"process {dead} died"
     (tmp_path / "job.json").write_text(json.dumps({"state": "running", "pid": os.getpid(), "host": here}))
     assert element_status(local, {}).state == "running"
+    (tmp_path / "sweep.json").write_text(json.dumps({"elements": [local]}))
+    with pytest.raises(TimeoutError, match="not finished after 0.1 s"):
+        wait(tmp_path, poll_s=0.05, timeout_s=0.1)
     (tmp_path / "summary.json").write_text("{}")
     assert element_status(entry, {"12_1": "FAILED"}).state == "done"
