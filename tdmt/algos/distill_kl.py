@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -182,7 +183,7 @@ def teachers_model_path(cfg: Config) -> str:
     if cfg.teacher_path:
         return cfg.teacher_path
     teacher_dir = f"{cfg.run_dir}/teachers"
-    done = (TrainingRun(teacher_dir).dir / SUMMARY).exists()
+    done = (Path(teacher_dir) / SUMMARY).exists()
     if not done and cfg.teacher_algo == "sac":
         train_sac_teachers(cfg, teacher_dir)
     elif not done:
