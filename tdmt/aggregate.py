@@ -131,8 +131,8 @@ def _suite_section(suite: str, runs: list[RunResult], labels: dict, out: Path) -
     methods = _per_method(runs, labels)
     written = []
     text = f"## {suite}\n\nSeeds per method: " + ", ".join(f"{m} {len(r)}" for m, r in methods.items()) + "\n\n"
-    tables = [("max average return", "max", "return", "max_return"), ("final return", "last", "return",
-                                                                        "final_return")]
+    tables = [("max average return", "max", "return", "max_return"),
+              ("final return", "last", "return", "final_return")]
     if get_suite(suite).success_metric:
         tables.append(("final success rate", "last", "success", "final_success"))
     for title, reduce, metric, stem in tables:
