@@ -298,7 +298,8 @@ def run(cfg: Config) -> dict:
     scores = normalised_scores(result, teacher_result, random_result)
     write_report(training, f"KL distillation ({cfg.direction}) — {cfg.suite}",
                  table2(suite.task_names, {
-                     cfg.teacher_label: (teacher_result, f"{frames_text(cfg.teacher_frames_per_task)} per task"),
+                     cfg.teacher_label: (teacher_result, f"from {cfg.teacher_path}" if cfg.teacher_path
+                                         else f"{frames_text(cfg.teacher_frames_per_task)} per task"),
                      "Distillation multi-task": (result, f"{frames_text(cfg.frames_per_task)} per task")}),
                  suite.task_names, notes=_score_table(suite.task_names, teacher_result, random_result, scores))
     summary = {"recipe": "distill_kl", "suite": cfg.suite, "seed": cfg.seed, "frames_per_task": cfg.frames_per_task,
