@@ -1,7 +1,7 @@
 """CTPG on a multi-task SAC backbone: ``python recipes/ctpg.py suite=metaworld-mt10 backbone=mhsac guide=ctpg seed=0``.
 
 ``guide=none`` is the backbone's Base run, ``guide=qmp`` the QMP baseline; ablations: ``policy_filter=false``,
-``guide_block=success|off``, ``hindsight=false``, ``guide_step=5``. Keys and defaults: ``tdmt.algos.ctpg.Config``.
+``guide_block=success|none``, ``hindsight=false``, ``guide_step=5``. Keys and defaults: ``tdmt.algos.ctpg.Config``.
 """
 
 import sys

@@ -29,7 +29,7 @@ EXPERT, NEW = 0, 1
 SUITE = get_suite("pendulum-mt3").subset(["PendulumGravityNormal", "PendulumGravityLow"])
 BASE = Config(suite="pendulum-mt3", backbone="mhsac", hidden=(64, 64), guide_hidden=(64, 64), batch_size_per_task=64,
               buffer_size_per_task=20_000, lr=1e-3, guide_lr=1e-3, exploration_steps=200, policy_filter=False,
-              guide_block="off", run_dir="/tmp/unused")
+              guide_block="none", run_dir="/tmp/unused")
 PRETRAIN_STEPS, STEPS, SEEDS = 3500, 600, (0, 1)
 
 

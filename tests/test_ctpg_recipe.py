@@ -10,7 +10,7 @@ import torch
 
 import tdmt.algos.ctpg as ctpg
 from tdmt.algos.ctpg import Config, Trainer
-from tdmt.config import apply_overrides
+from tdmt.config import apply_overrides, parse_args
 
 TINY = dict(suite="pendulum-mt3", hidden=(16, 16), guide_hidden=(16, 16), batch_size_per_task=16,
             buffer_size_per_task=2000, exploration_steps=20, filter_start=0, run_dir="/tmp/unused")
@@ -64,7 +64,7 @@ def test_blocked_task_never_enters_guide_batches(monkeypatch):
 
 
 def test_behaviour_changes_only_at_block_starts_in_the_agent():
-    trainer = _trainer(guide_step=5, policy_filter=False, guide_block="off")
+    trainer = _trainer(guide_step=5, policy_filter=False, guide_block="none")
     choices = []
     for step in range(1, 61):
         trainer.step(step)
@@ -100,6 +100,7 @@ def test_config_errors_name_the_bad_value():
         apply_overrides(Config(), {"guide_block": "success"})  # HalfCheetah has no success metric
     with pytest.raises(ValueError, match="valid"):
         apply_overrides(Config(), {"guide": "bpt"})
+    assert parse_args(Config, ["guide_block=none", "hindsight=false"]).guide_block == "none"  # the CLI spelling
     with pytest.raises(ValueError, match="guide_step"):
         apply_overrides(Config(), {"guide_step": 0})
     cfg = apply_overrides(Config(), {"suite": "metaworld-mt10", "guide_block": "success", "backbone": "sm"})

@@ -5,7 +5,7 @@ API summary
 -----------
 * ``Config``: ``sac_mt.Config`` (control policies: backbone, paper hyper-parameters) plus the guide:
   ``guide=ctpg|qmp|none`` (``none`` = the backbone's "Base" run), ``guide_step`` H (10), ``policy_filter``
-  (on), ``filter_start`` (10k env steps), ``mc_samples`` M (5), ``guide_block=temperature|success|off`` (Eq. 14,
+  (on), ``filter_start`` (10k env steps), ``mc_samples`` M (5), ``guide_block=temperature|success|none`` (Eq. 14,
   or eval success rate above ``block_success_threshold``), ``hindsight`` (on), ``guide_lr`` (1e-4),
   ``guide_hidden`` (() = multi-head 2×400 HalfCheetah / 5×400 Meta-World, App. F.3 Table 10).
 * ``SACControlPolicies(loss)``: the :class:`tdmt.collect.ControlPolicies` view of a ``MultiTaskSACLoss``.
@@ -58,7 +58,7 @@ from tdmt.objectives.multitask_sac import MultiTaskSACLoss
 from tdmt.report import markdown_table, plot_curves, write_text
 
 Guide = Literal["ctpg", "qmp", "none"]
-BlockMode = Literal["temperature", "success", "off"]
+BlockMode = Literal["temperature", "success", "none"]  # not "off": YAML reads `off` as false
 BACKBONE_COLUMNS = {"mtsac": "MTSAC", "mhsac": "MHSAC", "pcgrad": "PCGrad", "sm": "SM", "paco": "PaCo"}
 GUIDE_ROWS = {"none": "Base", "qmp": "w/ QMP", "ctpg": "w/ CTPG"}
 
@@ -85,7 +85,7 @@ class Config(sac_mt.Config):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.guide_block == "success" and not get_suite(self.suite).success_metric:
             raise ValueError(f"guide_block='success' needs a suite with a success metric; {self.suite!r} has none "
-                             "(valid: 'temperature', 'off')")
+                             "(valid: 'temperature', 'none')")
         if self.filter_start < 0 or not 0 <= self.block_success_threshold <= 1:
             raise ValueError(f"need filter_start >= 0 and 0 <= block_success_threshold <= 1; got filter_start="
                              f"{self.filter_start}, block_success_threshold={self.block_success_threshold}")
