@@ -72,6 +72,22 @@ def test_distill_kl_trains_teachers_then_student(tmp_path, teacher_algo):
     assert json.loads((run_dir / "summary.json").read_text())["teacher_algo"] == teacher_algo
 
 
+def test_distill_kl_resumes_the_student_and_reuses_finished_teachers(tmp_path, capsys):
+    run_dir = tmp_path / "distill"
+    cfg = distill_kl.Config(**TINY, run_dir=str(run_dir), teacher_algo="sac", teacher_frames_per_task=20,
+                            sac_random_frames=10, sac_batch_per_task=8, sac_hidden=(16, 16), frames_per_task=20,
+                            eval_every=0, checkpoint_every=10)
+    distill_kl.run(cfg)
+    teachers = (run_dir / "teachers" / "model.pt").read_bytes()
+    capsys.readouterr()
+    distill_kl.run(distill_kl.Config(**{**cfg.__dict__, "frames_per_task": 30}))
+    out = capsys.readouterr()
+    assert f"resumed {run_dir} from step 20" in out.out
+    assert "sac teachers" not in out.err  # no teacher training bar: the finished teachers were loaded
+    assert (run_dir / "teachers" / "model.pt").read_bytes() == teachers
+    assert _steps(run_dir / "metrics.csv") == [10, 20, 30]
+
+
 def test_finetune_script_trains_only_the_last_layers_on_the_target_task(tmp_path):
     run_dir = tmp_path / "ft"
     cmd = [sys.executable, "recipes/finetune.py", "config=recipes/configs/arora_finetune_demo.yaml",
