@@ -209,7 +209,7 @@ def crossed(before: int, after: int, every: int) -> bool:
 def train_a2c(agent: A2CAgent, env: MultiTaskEnv, run: TrainingRun, cfg: Config, eval_envs: Sequence[MultiTaskEnv],
               desc: str) -> list[EvalResult]:
     """The A2C loop: rollouts, per-task (or joint) updates, logs, evals, checkpoints; returns the final evals."""
-    frames = run.resume(lambda s: agent.load_state_dict(s["agent"]))
+    frames = first = run.resume(lambda s: agent.load_state_dict(s["agent"]))
     rollouts = Rollouts(env)
     per_iter = cfg.t_max * cfg.num_envs_per_task
     task_names = env.suite.task_names
@@ -228,7 +228,7 @@ def train_a2c(agent: A2CAgent, env: MultiTaskEnv, run: TrainingRun, cfg: Config,
             bar.update(per_iter)
             if crossed(before, frames, cfg.log_every):
                 run.metrics.log(frames, **stats, **rollouts.pop_returns(task_names),
-                                fps=frames * env.suite.num_tasks / max(time.time() - start, 1e-9))
+                                fps=(frames - first) * env.suite.num_tasks / max(time.time() - start, 1e-9))
             if crossed(before, frames, cfg.eval_every) and frames < cfg.frames_per_task:
                 run.evals.log(frames, **eval_row([evaluate(e, agent.actor) for e in eval_envs]))
             if crossed(before, frames, cfg.checkpoint_every):
