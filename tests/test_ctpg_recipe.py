@@ -104,7 +104,9 @@ def test_config_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="guide_step"):
         apply_overrides(Config(), {"guide_step": 0})
     cfg = apply_overrides(Config(), {"suite": "metaworld-mt10", "guide_block": "success", "backbone": "sm"})
-    assert cfg.run_dir == "runs/ctpg/ctpg/sm/metaworld-mt10/seed0"
+    assert cfg.resolved_run_dir() == "runs/ctpg/ctpg/sm/metaworld-mt10/seed0"
+    # the default folder follows the final values, whatever order the overrides came in
+    assert parse_args(Config, ["seed=3", "guide=qmp"]).resolved_run_dir() == "runs/ctpg/qmp/mtsac/halfcheetah-mt5/seed3"
 
 
 def test_run_resumes_and_writes_table(tmp_path):

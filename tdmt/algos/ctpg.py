@@ -76,9 +76,11 @@ class Config(sac_mt.Config):
     guide_lr: float = 1e-4
     guide_hidden: tuple[int, ...] = ()  # () = multi-head 2×400 (HalfCheetah) / 5×400 (Meta-World)
 
+    def resolved_run_dir(self) -> str:
+        """``run_dir``, or ``runs/ctpg/<guide>/<backbone>/<suite>/seed<seed>`` when empty."""
+        return self.run_dir or f"runs/ctpg/{self.guide}/{self.backbone}/{self.suite}/seed{self.seed}"
+
     def validate(self) -> None:
-        if not self.run_dir:
-            self.run_dir = f"runs/ctpg/{self.guide}/{self.backbone}/{self.suite}/seed{self.seed}"
         super().validate()
         for name in ("guide_step", "mc_samples"):
             if getattr(self, name) < 1:
@@ -373,7 +375,7 @@ class Trainer:
 
 def run(cfg: Config) -> dict:
     """Train ``cfg.backbone`` with ``cfg.guide`` guidance on ``cfg.suite`` (resumes from ``cfg.run_dir``)."""
-    cfg = dataclasses.replace(cfg)
+    cfg = dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir())
     cfg.validate()
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
