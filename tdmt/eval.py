@@ -64,3 +64,16 @@ def evaluate(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBas
         success = (hit > 0).float().mean(-1).tolist()
     std = returns.std(-1, unbiased=False) if returns.shape[-1] > 1 else torch.zeros(returns.shape[0])
     return EvalResult(env.suite.task_names, returns.mean(-1).tolist(), std.tolist(), success)
+
+
+def eval_summary(rows: list[dict], task_names: list[str], success_metric: bool) -> dict:
+    """Final and best evaluation figures of a run from its ``eval.csv`` rows (``EvalResult.as_row`` columns):
+    ``final_mean_return``, ``max_mean_return``, ``final_return`` per task, and the success rates when defined."""
+    last = rows[-1]
+    mean_returns = [float(r["eval/mean_return"]) for r in rows]
+    summary = {"final_mean_return": mean_returns[-1], "max_mean_return": max(mean_returns),
+               "final_return": {t: float(last[f"eval/{t}/return"]) for t in task_names}}
+    if success_metric:
+        summary["final_mean_success"] = float(last["eval/mean_success"])
+        summary["final_success"] = {t: float(last[f"eval/{t}/success"]) for t in task_names}
+    return summary

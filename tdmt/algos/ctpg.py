@@ -51,7 +51,7 @@ from tdmt.collect import (
 )
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.envs import MultiTaskEnv, Suite, get_suite, make_env
-from tdmt.eval import evaluate
+from tdmt.eval import eval_summary, evaluate
 from tdmt.objectives import GuideDiscreteSACLoss
 from tdmt.objectives.guide_sac import make_guide_networks
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
@@ -412,15 +412,8 @@ def run(cfg: Config) -> dict:
 
 def _summary(cfg: Config, suite: Suite, rows: list[dict], agent: CTPGAgent, wall: float,
              resumed_from: int | None) -> dict:
-    last = rows[-1]
-    mean_returns = [float(r["eval/mean_return"]) for r in rows]
     summary = {"recipe": "ctpg", "suite": suite.name, "backbone": cfg.backbone, "guide": cfg.guide,
                "seed": cfg.seed, "steps": cfg.total_steps, "updates": agent.sac.updates,
                "guide_updates": agent.guide.updates if agent.guide is not None else 0, "wall_time_s": wall,
-               "resumed_from": resumed_from, "final_mean_return": mean_returns[-1],
-               "max_mean_return": max(mean_returns),
-               "final_return": {t: float(last[f"eval/{t}/return"]) for t in suite.task_names}}
-    if suite.success_metric:
-        summary["final_mean_success"] = float(last["eval/mean_success"])
-        summary["final_success"] = {t: float(last[f"eval/{t}/success"]) for t in suite.task_names}
+               "resumed_from": resumed_from, **eval_summary(rows, suite.task_names, suite.success_metric)}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}

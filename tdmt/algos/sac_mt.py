@@ -32,7 +32,7 @@ from tqdm import tqdm
 from tdmt.algos.run import TrainingRun
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.envs import Suite, action_masks, get_suite, list_suites, make_env
-from tdmt.eval import EvalResult, evaluate
+from tdmt.eval import EvalResult, eval_summary, evaluate
 from tdmt.modules.backbones import make_sac_backbone
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
 from tdmt.optim import PCGrad
@@ -264,14 +264,8 @@ def run(cfg: Config) -> dict:
 
 def _summary(cfg: Config, suite: Suite, rows: list[dict], sac: MultiTaskSAC, wall: float,
              resumed_from: int | None) -> dict:
-    last = rows[-1]
-    mean_returns = [float(r["eval/mean_return"]) for r in rows]
     summary = {"recipe": "sac_mt", "suite": suite.name, "backbone": cfg.backbone, "seed": cfg.seed,
                "steps": cfg.total_steps, "updates": sac.updates, "wall_time_s": wall, "resumed_from": resumed_from,
-               "final_mean_return": mean_returns[-1], "max_mean_return": max(mean_returns),
-               "final_return": {t: float(last[f"eval/{t}/return"]) for t in suite.task_names},
+               **eval_summary(rows, suite.task_names, suite.success_metric),
                "final_alpha": dict(zip(suite.task_names, sac.loss.alpha.tolist()))}
-    if suite.success_metric:
-        summary["final_mean_success"] = float(last["eval/mean_success"])
-        summary["final_success"] = {t: float(last[f"eval/{t}/success"]) for t in suite.task_names}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
