@@ -12,7 +12,7 @@ from tdmt.algos import get_recipe, td3_mt
 from tdmt.algos import ktm_drl as ktm
 from tdmt.algos import teachers as teachers_recipe
 from tdmt.algos.run import StopRequested, TrainingRun
-from tdmt.algos.td3_common import OnlineCollector
+from tdmt.algos.td3_common import OnlineCollector, max_average, write_results
 from tdmt.config import parse_args
 from tdmt.envs import get_suite, make_env
 from tdmt.modules.td3 import make_student_actor
@@ -175,3 +175,17 @@ def test_bad_config_values_name_the_choices():
         parse_args(ktm.Config, ["gama=0.9"])
     with pytest.raises(FileNotFoundError, match="train_teachers"):
         ktm.run(ktm.Config(suite=SUITE, teachers_dir="/nonexistent/teachers", run_dir="/tmp/unused-ktm-run"))
+
+
+def test_results_tables_ratio_to_teachers(tmp_path):
+    suite = get_suite(SUITE)
+    run = TrainingRun(tmp_path / "r")
+    for step, values in ((10, (-900.0, 50.0, 20.0)), (20, (-950.0, 80.0, 10.0))):
+        run.evals.log(step, stage="online", **{f"eval/{n}/return": v for n, v in zip(suite.task_names, values)})
+    rows = run.evals.rows()
+    best = max_average(rows, suite.task_names)
+    assert best == [-900.0, 80.0, 20.0]
+    summary = write_results(run, "t", suite, {"M": best}, [-200.0, 100.0, 40.0], "M")
+    ratios = list(summary["ratio_to_teachers"]["M"].values())
+    assert ratios[0] != ratios[0] and ratios[1:] == [0.8, 0.5]  # nan where the teacher's return is negative
+    assert "| M | nan | 0.80 | 0.50 | 0.65 |" in (tmp_path / "r" / "results.md").read_text()

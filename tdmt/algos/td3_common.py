@@ -260,10 +260,12 @@ def write_results(run: TrainingRun, title: str, suite: Suite, method_rows: dict[
     if ideal is not None:
         ratio_rows = []
         for label, vals in method_rows.items():
-            ratios = [v / t if t != 0 else float("nan") for v, t in zip(vals, ideal)]
-            ratio_rows.append([label, *ratios, avg(ratios)])
+            ratios = [v / t if t > 0 else float("nan") for v, t in zip(vals, ideal)]
+            valid = [r for r in ratios if r == r]
+            ratio_rows.append([label, *ratios, avg(valid) if valid else float("nan")])
             summary.setdefault("ratio_to_teachers", {})[label] = dict(zip(names, ratios))
-        text += ("\nPerformance ratio to the teachers (max average reward / teacher's; Table 3 layout)\n\n"
+        text += ("\nPerformance ratio to the teachers (max average reward / teacher's; Table 3 layout; nan where "
+                 "the teacher's return is not positive, the average is over the other tasks)\n\n"
                  + markdown_table(header, ratio_rows))
     text += extra
     write_text(run.dir / "results.md", text)
