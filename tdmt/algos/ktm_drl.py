@@ -24,8 +24,8 @@ from tqdm import tqdm
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
     EVAL_SEED,
-    PRECISIONS,
     OnlineCollector,
+    TD3Config,
     TD3Learner,
     default_run_dir,
     eval_row,
@@ -46,12 +46,9 @@ RECIPE = "ktm_drl"
 
 
 @dataclass
-class Config:
+class Config(TD3Config):
     """KTM-DRL; defaults are the paper's (§4: 500K + 500K steps, 2×400, batch 256, lr 3e-4, α=β=1)."""
 
-    suite: str = "halfcheetah-mt8"
-    seed: int = 0
-    run_dir: str = ""
     teachers_dir: str = ""  # default: the train_teachers run of the same suite and seed
     offline_steps: int = 500_000
     online_steps: int = 500_000
@@ -59,36 +56,15 @@ class Config:
     alpha: float = 1.0
     beta: float = 1.0
     per_task_replay: bool = True
-    hidden: tuple[int, ...] = (400, 400)
     use_onehot: bool = True
-    lr: float = 3e-4
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_delay: int = 2
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    expl_noise: float = 0.1
-    eval_every: int = 5000
-    eval_episodes: int = 10
-    checkpoint_every: int = 50_000
-    threads: int = 1
-    precision: str = "float32"
-    progress: bool = True
 
     def validate(self) -> None:
-        get_suite(self.suite)
+        super().validate()
         if self.offline_steps < 0 or self.online_steps < 0 or self.offline_steps + self.online_steps == 0:
             raise ValueError(f"offline_steps={self.offline_steps} and online_steps={self.online_steps} must be >= 0 "
                              "and not both 0")
-        for name in ("batch_size", "buffer_size", "eval_every", "eval_episodes", "policy_delay", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.alpha < 0 or self.beta < 0:
             raise ValueError(f"alpha and beta must be >= 0, got alpha={self.alpha}, beta={self.beta}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} is not valid; valid: {list(PRECISIONS)}")
 
     @property
     def label(self) -> str:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from tensordict import TensorDictBase
@@ -24,13 +24,46 @@ from torchrl.objectives import SoftUpdate, TD3Loss, ValueEstimators
 
 from tdmt.algos.run import TrainingRun
 from tdmt.data import PerTaskReplayBuffer
-from tdmt.envs import MultiTaskEnv, Suite
+from tdmt.envs import MultiTaskEnv, Suite, get_suite
 from tdmt.eval import evaluate
 from tdmt.optim import PCGrad
 from tdmt.report import markdown_table, plot_curves, write_text
 
 PRECISIONS = ("float32", "bfloat16")
 EVAL_SEED = 10_000  # evaluation envs use seed EVAL_SEED + run seed
+
+
+@dataclass
+class TD3Config:
+    """The settings every TD3-family recipe shares; defaults follow KTM-DRL §4 / TD3 (Fujimoto et al. 2018):
+    2×400 ReLU, Adam 3e-4, batch 256 per task, 1e6 transitions per task, γ 0.99, τ 0.005, policy delay 2,
+    target noise N(0, 0.2²) clipped at 0.5, exploration N(0, 0.1²), evaluation every 5k steps (10 episodes)."""
+
+    suite: str = "halfcheetah-mt8"
+    seed: int = 0
+    run_dir: str = ""
+    hidden: tuple[int, ...] = (400, 400)
+    lr: float = 3e-4
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    policy_delay: int = 2
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    expl_noise: float = 0.1
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    checkpoint_every: int = 50_000
+    threads: int = 1
+    precision: Literal["float32", "bfloat16"] = "float32"
+    progress: bool = True
+
+    def validate(self) -> None:
+        get_suite(self.suite)
+        for name in ("batch_size", "buffer_size", "eval_every", "eval_episodes", "policy_delay", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 def default_run_dir(recipe: str, suite: str, seed: int) -> str:

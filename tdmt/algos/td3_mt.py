@@ -16,8 +16,8 @@ from tqdm import tqdm
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
     EVAL_SEED,
-    PRECISIONS,
     OnlineCollector,
+    TD3Config,
     TD3Learner,
     default_run_dir,
     eval_row,
@@ -33,40 +33,18 @@ RECIPE = "td3_mt"
 
 
 @dataclass
-class Config:
+class Config(TD3Config):
     """TD3-MT; defaults follow KTM-DRL §4 (1M steps, 2×400, batch 256 per task, lr 3e-4) and TD3's 25k random steps."""
 
-    suite: str = "halfcheetah-mt8"
-    seed: int = 0
-    run_dir: str = ""
     steps: int = 1_000_000
     start_steps: int = 25_000
     pcgrad: bool = False
-    hidden: tuple[int, ...] = (400, 400)
     use_onehot: bool = True
-    lr: float = 3e-4
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_delay: int = 2
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    expl_noise: float = 0.1
-    eval_every: int = 5000
-    eval_episodes: int = 10
-    checkpoint_every: int = 50_000
-    threads: int = 1
-    precision: str = "float32"
-    progress: bool = True
 
     def validate(self) -> None:
-        get_suite(self.suite)
-        for name in ("steps", "batch_size", "buffer_size", "eval_every", "eval_episodes", "policy_delay", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} is not valid; valid: {list(PRECISIONS)}")
+        super().validate()
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
     @property
     def label(self) -> str:

@@ -27,6 +27,7 @@ from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
     EVAL_SEED,
     OnlineCollector,
+    TD3Config,
     TD3Learner,
     default_run_dir,
     eval_row,
@@ -44,38 +45,16 @@ REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "rewar
 
 
 @dataclass
-class Config:
+class Config(TD3Config):
     """TD3 teachers; defaults follow KTM-DRL §4 / TD3 (1M steps, 2×400, batch 256, lr 3e-4)."""
 
-    suite: str = "halfcheetah-mt8"
-    seed: int = 0
-    run_dir: str = ""
     steps: int = 1_000_000
     start_steps: int = 25_000
-    hidden: tuple[int, ...] = (400, 400)
-    lr: float = 3e-4
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    gamma: float = 0.99
-    tau: float = 0.005
-    policy_delay: int = 2
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5
-    expl_noise: float = 0.1
-    eval_every: int = 5000
-    eval_episodes: int = 10
-    checkpoint_every: int = 50_000
-    threads: int = 1
-    precision: str = "float32"
-    progress: bool = True
 
     def validate(self) -> None:
-        get_suite(self.suite)
-        for name in ("steps", "batch_size", "buffer_size", "eval_every", "eval_episodes", "policy_delay", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision={self.precision!r} is not valid; valid: ['float32', 'bfloat16']")
+        super().validate()
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
 
 
 def teachers_dir(run_dir: str | os.PathLike) -> Path:
