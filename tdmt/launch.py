@@ -55,12 +55,12 @@ from typing import Any, Literal
 import submitit
 import yaml
 from submitit.core.job_environment import JobEnvironment, SignalHandler
-from tqdm import tqdm
 
 from tdmt.algos import get_recipe
 from tdmt.algos.run import SUMMARY, StopRequested, signal_actions
 from tdmt.config import apply_overrides, load_yaml, save_yaml, to_dict
 from tdmt.envs import list_suites
+from tdmt.progress import tqdm
 
 MANIFEST = "sweep.json"
 JOB_FILE = "job.json"

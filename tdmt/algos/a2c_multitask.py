@@ -36,12 +36,12 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import A2CLoss, ValueEstimators
-from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.envs import MultiTaskEnv, make_env
 from tdmt.eval import EvalResult, evaluate
 from tdmt.modules.multihead import MultiHeadMLP, actor_net, make_gaussian_actor, make_value_critic
+from tdmt.progress import tqdm
 from tdmt.report import markdown_table, plot_curves, write_text
 
 MODEL_FILE = "model.pt"

@@ -34,7 +34,6 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate, ValueEstimators
-from tqdm import tqdm
 
 from tdmt.algos import sac_mt
 from tdmt.algos.run import TrainingRun
@@ -55,6 +54,7 @@ from tdmt.eval import eval_summary, evaluate
 from tdmt.objectives import GuideDiscreteSACLoss
 from tdmt.objectives.guide_sac import make_guide_networks
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
+from tdmt.progress import tqdm
 from tdmt.report import markdown_table, plot_curves, write_text
 
 Guide = Literal["ctpg", "qmp", "none"]

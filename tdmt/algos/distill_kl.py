@@ -27,7 +27,6 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 from torchrl.objectives import SACLoss, SoftUpdate, ValueEstimators
-from tqdm import tqdm
 
 from tdmt.algos import a2c_multitask
 from tdmt.algos.a2c_multitask import (
@@ -48,6 +47,7 @@ from tdmt.envs import MultiTaskEnv, action_masks, get_suite, make_env
 from tdmt.eval import EvalResult, evaluate
 from tdmt.modules.multihead import MultiHeadMLP, actor_net, make_gaussian_actor
 from tdmt.objectives import KLGaussianDistillLoss
+from tdmt.progress import tqdm
 from tdmt.report import markdown_table
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
@@ -41,6 +40,7 @@ from tdmt.envs import Suite, get_suite, make_env
 from tdmt.modules.td3 import make_student_actor, make_student_critic
 from tdmt.modules.teachers import StackedTeachers
 from tdmt.objectives import TeacherDistillTD3Loss
+from tdmt.progress import tqdm
 
 RECIPE = "ktm_drl"
 

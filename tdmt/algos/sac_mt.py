@@ -27,7 +27,6 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate, ValueEstimators
-from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.data import PerTaskReplayBuffer
@@ -36,6 +35,7 @@ from tdmt.eval import EvalResult, eval_summary, evaluate
 from tdmt.modules.backbones import make_sac_backbone
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
 from tdmt.optim import PCGrad
+from tdmt.progress import tqdm
 from tdmt.report import markdown_table, plot_curves, write_text
 
 Backbone = Literal["mtsac", "mhsac", "pcgrad", "sm", "paco"]

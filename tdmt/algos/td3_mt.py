@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
@@ -28,6 +27,7 @@ from tdmt.algos.td3_common import (
 from tdmt.envs import get_suite, make_env
 from tdmt.modules.td3 import make_student_actor, make_student_critic
 from tdmt.objectives import TeacherDistillTD3Loss
+from tdmt.progress import tqdm
 
 RECIPE = "td3_mt"
 

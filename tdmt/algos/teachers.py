@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.objectives import TD3Loss
-from tqdm import tqdm
 
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
@@ -38,6 +37,7 @@ from tdmt.algos.td3_common import (
 from tdmt.envs import Suite, get_suite, make_env
 from tdmt.modules.td3 import make_teacher_actor, make_teacher_critic, stacked_layers
 from tdmt.modules.teachers import native_teacher, save_teacher
+from tdmt.progress import tqdm
 
 RECIPE = "train_teachers"
 REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"), ("next", "done"),
