@@ -1,4 +1,4 @@
-"""The README's TorchRL-reuse example (docs/README_ktm.md) runs as written, on the cheap suite with saved teachers."""
+"""The README's TorchRL-reuse example runs as written, on the cheap suite with saved teachers."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import torch
 from tdmt.envs import get_suite
 from tdmt.modules.teachers import save_teacher
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "README_ktm.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def example_code() -> str:
     text = DOC.read_text()
     match = re.search(r"<!-- ktm-torchrl-example -->\n```python\n(.*?)```", text, re.S)
-    assert match, "the TorchRL example block is missing from docs/README_ktm.md"
+    assert match, "the TorchRL example block is missing from README.md"
     return match.group(1)
 
 
