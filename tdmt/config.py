@@ -93,8 +93,23 @@ def _validate(cfg: Any) -> None:
         check()
 
 
+def usage(cls: type) -> str:
+    """The ``--help`` text of a recipe: its docstring and every key with its default."""
+    lines = [(cls.__doc__ or cls.__name__).strip(), "", "usage: key=value ... [config=FILE.yaml ...]", "", "keys:"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name}={default!r}")
+    return "\n".join(lines)
+
+
 def parse_args(cls: type[T], argv: Sequence[str]) -> T:
-    """Build ``cls()`` then apply ``config=FILE`` files and ``key=value`` pairs from ``argv`` in order."""
+    """Build ``cls()`` then apply ``config=FILE`` files and ``key=value`` pairs from ``argv`` in order.
+
+    ``-h``/``--help`` prints :func:`usage` and exits.
+    """
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(usage(cls))
+        raise SystemExit(0)
     cfg = cls()
     for arg in argv:
         if "=" not in arg:

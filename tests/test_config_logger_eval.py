@@ -38,6 +38,14 @@ def test_bad_overrides_name_the_problem(arg, message):
         parse_args(_Cfg, [arg])
 
 
+def test_help_lists_every_key_with_its_default(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_args(_Cfg, ["lr=1", "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "  lr=0.0003" in out and "  mode='offline'" in out and "  hidden=(400, 400)" in out
+
+
 def test_csv_log_grows_header_and_truncates(tmp_path):
     log = CSVLog(tmp_path / "m.csv")
     log.log(1, loss=0.5)
