@@ -16,7 +16,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # policy-rc.d 101: package post-install scripts must not start daemons (no systemd here).
 had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
-if [ $had_policy = 0 ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi
+if [ $had_policy = 0 ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT  # removed even when the install fails
+fi
 apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client slurmdbd munge mariadb-server >/dev/null
-if [ $had_policy = 0 ]; then rm -f /usr/sbin/policy-rc.d; fi
 echo "[slurm/testing] installed: $(slurmctld -V), $(mariadbd --version | cut -d' ' -f1-4)"
