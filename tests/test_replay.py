@@ -27,6 +27,9 @@ def test_extend_routes_any_leading_shape():
     td = _transitions([0, 1, 2] * 4).reshape(4, 3)  # [T, K] as a collector of a [K] env gives
     rb.extend(td)
     assert [rb.num_transitions(k) for k in range(3)] == [4, 4, 4] and rb.num_transitions() == 12
+    assert rb.min_transitions() == 4
+    rb.extend(_transitions([0, 2]))
+    assert rb.min_transitions() == 4 and rb.num_transitions(0) == 5
     assert rb.task_data(1)["observation"][:, 0].tolist() == [1, 4, 7, 10]
 
 

@@ -306,7 +306,7 @@ def _evaluate(run: TrainingRun, eval_env, agent: CTPGAgent, step: int) -> None:
 
 
 def _guide_ready(replay: PerTaskReplayBuffer) -> bool:
-    return all(replay.num_transitions(k) > 0 for k in range(replay.num_tasks))
+    return replay.min_transitions() > 0
 
 
 class Trainer:

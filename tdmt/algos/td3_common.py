@@ -236,7 +236,7 @@ class OnlineCollector:
 
     def ready(self, min_per_task: int) -> bool:
         if self.per_task_replay:
-            return all(self.buffer.num_transitions(k) >= min_per_task for k in range(self.num_tasks))
+            return self.buffer.min_transitions() >= min_per_task
         return len(self.buffer) >= min_per_task
 
 

@@ -89,6 +89,10 @@ class PerTaskReplayBuffer:
             raise ValueError(f"task {task} out of range [0, {self.num_tasks})")
         return int(self._size[task])
 
+    def min_transitions(self) -> int:
+        """Transitions stored for the least-filled task (``sample`` needs it > 0)."""
+        return int(self._size.min())
+
     def __len__(self) -> int:
         return self.num_transitions()
 
