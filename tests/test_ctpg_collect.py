@@ -11,8 +11,8 @@ from torch.distributions import Normal
 from tdmt.collect import (
     GuidedBehaviour,
     guide_block,
-    hindsight_log_probs,
     hindsight_relabel,
+    hindsight_scores,
     masked_guide_sample,
     own_entropy_bonus,
     policy_filter_mask,
@@ -38,8 +38,9 @@ class GaussianPolicies:
         a = d.sample()
         return a, d.log_prob(a).sum(-1)
 
-    def log_prob(self, observation, action, own, policy):
-        return self._dist(policy).log_prob(action).sum(-1)
+    def candidate_log_probs(self, observation, action, own):
+        every = Normal(self.means.view(-1, *([1] * (action.dim() - 1)), self.means.shape[-1]), self.sigma)
+        return every.log_prob(action).sum(-1), self.sample(observation, own, own)[1]
 
     def min_q(self, observation, action, own):
         return -((action - self.targets[own]) ** 2).sum(-1)
@@ -59,8 +60,10 @@ def test_hindsight_relabel_recovers_generating_policy():
     actions = policies.sample(None, None, true_j.repeat_interleave(H))[0].view(B, H, A)
     # after the first done the stored actions are garbage: they must not matter
     actions = torch.where(valid[..., None], actions, torch.full_like(actions, 50.0))
-    table = hindsight_log_probs(policies, obs, actions, torch.zeros(B, dtype=torch.long))
-    assert table.shape == (B, K, H)
+    scores = hindsight_scores(policies, obs, actions, torch.zeros(B, dtype=torch.long))
+    table = scores.log_probs
+    assert table.shape == (B, K, H) and scores.own_sample_log_prob.shape == (B, H)
+    torch.testing.assert_close(table[3, 2, 4], policies.candidate_log_probs(None, actions[3, 4], None)[0][2])
     relabel = hindsight_relabel(table, valid)
     accuracy = (relabel == true_j).float().mean()
     assert accuracy > 0.95, accuracy
@@ -127,6 +130,12 @@ def test_own_entropy_bonus_discounts_valid_steps():
     b1 = own_entropy_bonus(policies, torch.zeros(2000, 3, 1), valid[1:].expand(2000, 3), torch.ones(2000).long(), 0.5)
     entropy = float(Normal(0.0, 0.5).entropy())
     assert abs(b1.mean().item() - float(policies.log_alpha().exp()[1]) * entropy * 1.75) < 0.01
+    # log-probs already drawn by the hindsight pass are used as given: -α Σ γ^k valid_k log π
+    given = torch.tensor([[-1.0, -2.0, -4.0], [-1.0, -2.0, -4.0]])
+    alpha = policies.log_alpha().exp()
+    expected = torch.stack([alpha[0] * (1 + 0.5 * 2), alpha[1] * (1 + 0.5 * 2 + 0.25 * 4)])
+    torch.testing.assert_close(own_entropy_bonus(policies, torch.zeros(2, 3, 1), valid, torch.tensor([0, 1]), 0.5,
+                                                 own_log_prob=given), expected)
 
 
 def _drive(gb: GuidedBehaviour, steps: int, done_at: dict[int, list[int]], chooser):

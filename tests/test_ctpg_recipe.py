@@ -41,7 +41,7 @@ def test_blocked_task_never_enters_guide_batches(monkeypatch):
     trainer = _trainer(policy_filter=False, guide_step=2)
     seen_loss, seen_hindsight = [], []
     real_forward = ctpg.GuideDiscreteSACLoss.forward
-    real_hindsight = ctpg.hindsight_log_probs
+    real_hindsight = ctpg.hindsight_scores
 
     def forward(self, td):
         seen_loss.append(td["task_id"].unique().tolist())
@@ -52,7 +52,7 @@ def test_blocked_task_never_enters_guide_batches(monkeypatch):
         return real_hindsight(policies, seq_obs, seq_act, own)
 
     monkeypatch.setattr(ctpg.GuideDiscreteSACLoss, "forward", forward)
-    monkeypatch.setattr(ctpg, "hindsight_log_probs", hindsight)
+    monkeypatch.setattr(ctpg, "hindsight_scores", hindsight)
     for step in range(1, 41):
         if step > 20:
             _block_task0(trainer)

@@ -79,6 +79,21 @@ def test_act_as_task_j_on_rows_of_task_i(name):
     torch.testing.assert_close(loc_r[1], loc[1])
 
 
+@pytest.mark.parametrize("name", NETWORKS)
+def test_all_tasks_equals_acting_as_each_task(name):
+    torch.manual_seed(0)
+    bb = make_sac_backbone(name, num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(32, 32))
+    net = bb.actor.module[0].module
+    obs = torch.randn(5, 2, OBS)
+    loc, scale = net.all_tasks(obs)
+    assert loc.shape == scale.shape == (K, 5, 2, ACT)
+    for j in range(K):
+        loc_j, scale_j = net(obs, torch.full((5, 2), j))
+        torch.testing.assert_close(loc[j], loc_j)
+        torch.testing.assert_close(scale[j], scale_j)
+    assert not torch.allclose(loc[0], loc[1])
+
+
 def test_sm_routing_is_a_distribution_over_modules():
     torch.manual_seed(0)
     net = SoftModularNet(K, OBS, 2, (32,), num_layers=4, num_modules=4, module_size=16, routing_size=8)

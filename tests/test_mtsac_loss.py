@@ -114,6 +114,25 @@ def test_sampled_actions_are_masked_and_policy_j_on_rows_of_task_i():
     assert not torch.allclose(loss.log_prob(batch, action, policy_task_id=1)[0], loss.log_prob(batch, action)[0])
 
 
+@pytest.mark.parametrize("backbone", ["mtsac", "mhsac", "sm", "paco"])
+def test_candidate_log_probs_equal_log_prob_of_each_policy(backbone):
+    torch.manual_seed(0)
+    bb = make_sac_backbone(backbone, num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(16, 16))
+    loss = MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT))
+    rows = make_batch().reshape(-1)[torch.randperm(K * N, generator=torch.Generator().manual_seed(2))]
+    action = rows["action"].clamp(-0.95, 0.95)
+    table, own_sample = loss.candidate_log_probs(rows, action)
+    assert table.shape == (K, K * N) and own_sample.shape == (K * N,)
+    for j in range(K):
+        torch.testing.assert_close(table[j], loss.log_prob(rows, action, policy_task_id=j))
+    assert not torch.allclose(table[0], table[1])
+    # the own-policy sample is drawn like sample_log_prob's: same seed, same draw
+    torch.manual_seed(5)
+    _, own_sample = loss.candidate_log_probs(rows, action)
+    torch.manual_seed(5)
+    torch.testing.assert_close(own_sample, loss.sample_log_prob(rows)[1])
+
+
 def test_terminal_target_is_the_reward_and_per_task_reduction():
     batch = make_batch(terminated=True)
     loss = make_loss(loss_rescaling=False)

@@ -40,8 +40,8 @@ from tdmt.algos.run import TrainingRun
 from tdmt.collect import (
     GuidedBehaviour,
     guide_block,
-    hindsight_log_probs,
     hindsight_relabel,
+    hindsight_scores,
     masked_guide_sample,
     own_entropy_bonus,
     policy_filter_mask,
@@ -111,9 +111,9 @@ class SACControlPolicies:
         return self.loss.sample_log_prob(self._td(observation, own), policy_task_id=policy)
 
     @torch.no_grad()
-    def log_prob(self, observation: torch.Tensor, action: torch.Tensor, own: torch.Tensor, policy: torch.Tensor
-                 ) -> torch.Tensor:
-        return self.loss.log_prob(self._td(observation, own), action, policy_task_id=policy)
+    def candidate_log_probs(self, observation: torch.Tensor, action: torch.Tensor, own: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss.candidate_log_probs(self._td(observation, own), action)
 
     @torch.no_grad()
     def min_q(self, observation: torch.Tensor, action: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
@@ -159,15 +159,17 @@ class GuideLearner:
         active = ~blocked
         batch = batch[active.nonzero().flatten()]  # blocked tasks never enter the guide losses
         with torch.no_grad():
-            relabelled = 0.0
+            relabelled, own_log_prob = 0.0, None
             if self.cfg.hindsight:
-                table = hindsight_log_probs(self.policies, batch["seq_observation"], batch["seq_action"],
-                                            batch["task_id"])
-                new = hindsight_relabel(table, batch["seq_valid"])
+                scores = hindsight_scores(self.policies, batch["seq_observation"], batch["seq_action"],
+                                          batch["task_id"])
+                new = hindsight_relabel(scores.log_probs, batch["seq_valid"])
                 relabelled = float((new != batch["action"]).float().mean())
                 batch.set("action", new)
+                own_log_prob = scores.own_sample_log_prob
             batch.set("own_entropy_bonus", own_entropy_bonus(self.policies, batch["seq_observation"],
-                                                             batch["seq_valid"], batch["task_id"], self.cfg.gamma))
+                                                             batch["seq_valid"], batch["task_id"], self.cfg.gamma,
+                                                             own_log_prob))
         out = self.loss(batch)
         self.optimizer.zero_grad()
         (out["loss_qvalue"] + out["loss_comp_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()

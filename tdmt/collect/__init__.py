@@ -3,9 +3,10 @@
 from tdmt.collect.guide import (
     ControlPolicies,
     GuidedBehaviour,
+    HindsightScores,
     guide_block,
-    hindsight_log_probs,
     hindsight_relabel,
+    hindsight_scores,
     masked_guide_sample,
     own_entropy_bonus,
     policy_filter_mask,
@@ -14,6 +15,6 @@ from tdmt.collect.guide import (
 )
 
 __all__ = [
-    "ControlPolicies", "GuidedBehaviour", "guide_block", "hindsight_log_probs", "hindsight_relabel",
+    "ControlPolicies", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel", "hindsight_scores",
     "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice", "state_value",
 ]

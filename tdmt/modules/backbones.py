@@ -17,6 +17,11 @@ output depends only on row r's inputs. Any batch shape works; the ``[K, ...]`` l
 ``task_id == k`` (replay samples ``[K, N]``, env batches ``[K]``/``[K, E]``) takes the one-``baddbmm`` fast path
 for per-task parameters; other layouts evaluate all K heads (MHSAC) or the P parameter sets (PaCo) and pick.
 
+**Every task on the same rows.** ``net.all_tasks(x)`` returns ``[K, *batch, out]`` with ``[j] == net(x, j)``: what
+CTPG's hindsight relabel needs (all K control policies scored on the same stored steps). Each net computes its
+task-independent part once: MTSAC the observation half of the first layer, MHSAC the whole trunk (K heads on one
+trunk output), SM the state representation; PaCo takes its ``[K, ...]`` row-layout path.
+
 Backbones (``name``):
 
 * ``mtsac`` (and ``pcgrad``, which is MTSAC nets trained with ``tdmt.optim.PCGrad``): MLP on
@@ -65,6 +70,11 @@ def is_row_layout(task_id: Tensor, num_tasks: int) -> bool:
     return bool((task_id == rows).all())
 
 
+def task_grid(num_tasks: int, lead: torch.Size, device: torch.device) -> Tensor:
+    """``[K, *lead]`` int64 task ids whose slice ``[j]`` is all ``j``."""
+    return torch.arange(num_tasks, device=device).view(num_tasks, *([1] * len(lead))).expand(num_tasks, *lead)
+
+
 def mlp(in_features: int, hidden: Sequence[int], out_features: int | None = None) -> nn.Sequential:
     """``Linear-ReLU`` for each hidden size, then a final ``Linear`` to ``out_features`` if given."""
     layers: list[nn.Module] = []
@@ -81,12 +91,20 @@ class OneHotMLP(nn.Module):
 
     def __init__(self, num_tasks: int, in_features: int, out_features: int, hidden: Sequence[int]):
         super().__init__()
-        self.num_tasks = num_tasks
+        self.num_tasks, self.in_features = num_tasks, in_features
         self.net = mlp(in_features + num_tasks, hidden, out_features)
 
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
         onehot = nn.functional.one_hot(task_id, self.num_tasks).to(x.dtype)
         return self.net(torch.cat([x, onehot], -1))
+
+    def all_tasks(self, x: Tensor) -> Tensor:
+        """``[K, *batch, out]``: ``W[x, e_j] + b = (W_x x + b) + W_e[:, j]``, so the ``x`` half is computed once."""
+        first = self.net[0]
+        w_x, w_task = first.weight.split([self.in_features, self.num_tasks], dim=1)
+        shared = nn.functional.linear(x, w_x, first.bias)
+        per_task = w_task.T.reshape(self.num_tasks, *([1] * (x.dim() - 1)), -1)
+        return self.net[1:](shared.unsqueeze(0) + per_task)
 
 
 class MultiHeadMLP(nn.Module):
@@ -106,6 +124,12 @@ class MultiHeadMLP(nn.Module):
             return self.heads(h)
         flat = apply_per_task(self.heads, h.reshape(-1, h.shape[-1]), task_id.reshape(-1), self.num_tasks)
         return flat.reshape(*h.shape[:-1], -1)
+
+    def all_tasks(self, x: Tensor) -> Tensor:
+        """``[K, *batch, out]``: the trunk once, then every head on its output (one ``baddbmm``)."""
+        h = self.trunk(x)
+        flat = h.reshape(1, -1, h.shape[-1]).expand(self.num_tasks, -1, -1)
+        return self.heads(flat).reshape(self.num_tasks, *h.shape[:-1], -1)
 
 
 class SoftModularNet(nn.Module):
@@ -150,7 +174,15 @@ class SoftModularNet(nn.Module):
         return probs
 
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
+        return self._routed(self.state_repr(x), task_id)
+
+    def all_tasks(self, x: Tensor) -> Tensor:
+        """``[K, *batch, out]``: the state representation ``F(s)`` once, routing and modules per task."""
         state = self.state_repr(x)
+        grid = task_grid(self.num_tasks, state.shape[:-1], state.device)
+        return self._routed(state.unsqueeze(0).expand(self.num_tasks, *state.shape), grid)
+
+    def _routed(self, state: Tensor, task_id: Tensor) -> Tensor:
         probs = self.routing(state, task_id)
         out = self.first(state).unflatten(-1, (self.num_modules, -1))  # [*batch, n, M]
         for layer in range(self.num_layers - 1):
@@ -201,6 +233,11 @@ class PaCoMLP(nn.Module):
                 h = torch.relu(h)
         return h.reshape(*lead, -1)
 
+    def all_tasks(self, x: Tensor) -> Tensor:
+        """``[K, *batch, out]`` through the ``[K, ...]`` row-layout path (weights composed once per task)."""
+        grid = task_grid(self.num_tasks, x.shape[:-1], x.device)
+        return self(x.unsqueeze(0).expand(self.num_tasks, *x.shape), grid)
+
 
 _NETS = {"mtsac": OneHotMLP, "pcgrad": OneHotMLP, "mhsac": MultiHeadMLP, "sm": SoftModularNet, "paco": PaCoMLP}
 _OPTIONS = {"sm": ("num_layers", "num_modules", "module_size", "routing_size"), "paco": ("param_sets",)}
@@ -215,6 +252,10 @@ class _ActorNet(nn.Module):
 
     def forward(self, observation: Tensor, task_id: Tensor) -> tuple[Tensor, Tensor]:
         return self.extract(self.net(observation, task_id))
+
+    def all_tasks(self, observation: Tensor) -> tuple[Tensor, Tensor]:
+        """``loc``, ``scale`` of every task's policy on the same rows: ``[K, *batch, act_dim]`` each."""
+        return self.extract(self.net.all_tasks(observation))
 
 
 class _CriticNet(nn.Module):

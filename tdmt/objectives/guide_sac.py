@@ -238,8 +238,7 @@ class GuideDiscreteSACLoss(LossModule):
         logits = self._logits(tensordict)
         log_p = torch.log_softmax(logits, -1)
         probs = log_p.exp()
-        with torch.no_grad():
-            min_q = self._q(self._vmap_q, tensordict, self.qvalue_network_params.detach(), k.action_value).min(0)[0]
+        min_q = q.detach().min(0)[0]  # the critic pass above, detached (TorchRL recomputes it: same values)
         alpha = self.log_alpha.detach().exp()[task_id].unsqueeze(-1)
         loss_actor = (probs * (alpha * log_p - min_q)).sum(-1)
         neg_entropy = (probs * log_p).sum(-1).detach()

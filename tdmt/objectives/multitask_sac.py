@@ -249,6 +249,34 @@ class MultiTaskSACLoss(LossModule):
         preimage = torch.atanh(clipped)
         return masked_tanh_normal_log_prob(dist, preimage, clipped, mask)
 
+    def candidate_log_probs(self, td: TensorDictBase, action: Tensor) -> tuple[Tensor, Tensor]:
+        """Stored steps scored by every policy: ``log π_j(action|s)`` for each task j (``[K, *batch]``), and
+        ``log π_i(ã|s)`` of a fresh sample ``ã ~ π_i`` of the row's own task i (``[*batch]``).
+
+        The first equals :meth:`log_prob` with ``policy_task_id=j`` for each j, the second is distributed as
+        :meth:`sample_log_prob`'s (both count the row's own task dims). Both come from one call of the actor's
+        ``all_tasks``, which computes each backbone's task-independent part once for all K: CTPG's hindsight
+        relabel (Eq. 9) and comparable-critic entropy (Eq. 13) on the H stored steps of a guide transition.
+        """
+        module = self.actor_network.module[0]  # TensorDictModule(net) reading (observation, task_id)
+        with self.actor_network_params.to_module(self.actor_network):
+            loc, scale = module.module.all_tasks(td.get(module.in_keys[0]))
+        mask = self._mask_for(td)
+        eps = torch.finfo(action.dtype).resolution
+        clipped = action.clamp(-1 + eps, 1 - eps)
+        every = self._tanh_normal(loc, scale)
+        log_probs = masked_tanh_normal_log_prob(every, torch.atanh(clipped), clipped, mask)
+        own = td.get(self.tensor_keys.task_id).unsqueeze(0).unsqueeze(-1).expand(1, *loc.shape[1:])
+        own_dist = self._tanh_normal(loc.gather(0, own).squeeze(0), scale.gather(0, own).squeeze(0))
+        preimage = own_dist.root_dist.rsample()
+        own_log_prob = masked_tanh_normal_log_prob(own_dist, preimage, own_dist.transforms[0](preimage), mask)
+        return log_probs, own_log_prob
+
+    def _tanh_normal(self, loc: Tensor, scale: Tensor):
+        """The actor's own distribution (class and bounds) for given ``loc``/``scale``."""
+        params = TensorDict({"loc": loc, "scale": scale}, batch_size=loc.shape[:-1])
+        return self.actor_network.module[-1].get_dist(params)
+
     def q_values(self, td: TensorDictBase, action: Tensor | None = None, target: bool = False) -> Tensor:
         """``Q_j(s, g^i(a))`` for every critic j: ``[num_q, *batch]`` (``action`` defaults to the td's)."""
         td_q = td.select(*self.qvalue_network.in_keys, strict=False)
