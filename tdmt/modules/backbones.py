@@ -102,9 +102,12 @@ class OneHotMLP(nn.Module):
         """``[K, *batch, out]``: ``W[x, e_j] + b = (W_x x + b) + W_e[:, j]``, so the ``x`` half is computed once."""
         first = self.net[0]
         w_x, w_task = first.weight.split([self.in_features, self.num_tasks], dim=1)
-        shared = nn.functional.linear(x, w_x, first.bias)
-        per_task = w_task.T.reshape(self.num_tasks, *([1] * (x.dim() - 1)), -1)
-        return self.net[1:](shared.unsqueeze(0) + per_task)
+        shared = nn.functional.linear(x.reshape(-1, self.in_features), w_x, first.bias)  # [R, hidden]
+        h = (shared.unsqueeze(0) + w_task.T.contiguous().unsqueeze(1)).flatten(0, 1)  # [K·R, hidden]: 2-D GEMMs
+        for layer in self.net[1:]:
+            # in-place ReLU: no autograd here (inference), and a fresh K·R-row buffer per layer costs page faults
+            h = h.relu_() if isinstance(layer, nn.ReLU) and not torch.is_grad_enabled() else layer(h)
+        return h.view(self.num_tasks, *x.shape[:-1], -1)
 
 
 class MultiHeadMLP(nn.Module):
