@@ -9,12 +9,16 @@ the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
+import json
 import os
+import re
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -78,13 +82,20 @@ def apply_overrides(cfg: T, values: dict[str, Any], validate: bool = True) -> T:
     valid = [f.name for f in dataclasses.fields(cfg)]
     changes = {}
     for key, value in values.items():
+        if key not in valid and RENAMED.get(key) in valid:
+            raise KeyError(f"config key {key!r} was renamed; use {RENAMED[key]}={value!r}")
         if key not in hints or key not in valid:
-            raise KeyError(f"unknown config key {key!r} for {type(cfg).__name__}; valid keys: {sorted(valid)}")
+            raise KeyError(f"unknown config key {key!r} for {_recipe_label(cfg)}; valid keys: {sorted(valid)}")
         changes[key] = _coerce(key, value, hints[key])
     new = dataclasses.replace(cfg, **changes)
     if validate:
         _validate(new)
     return new
+
+
+def _recipe_label(cfg: Any) -> str:
+    name = getattr(type(cfg), "recipe_name", None)
+    return name() if callable(name) else type(cfg).__name__
 
 
 def _validate(cfg: Any) -> None:
@@ -93,12 +104,51 @@ def _validate(cfg: Any) -> None:
         check()
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each dataclass field, read from the source of ``cls`` and its bases."""
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            match = re.match(r"^    ([a-z_][a-z0-9_]*)\s*:[^#]*#\s*(.+)$", line)
+            if match:
+                comments[match.group(1)] = match.group(2).strip()
+    return comments
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "choice"
+    if origin in (tuple, list):
+        return "list"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def usage(cls: type) -> str:
-    """The ``--help`` text of a recipe: its docstring and every key with its default."""
-    lines = [(cls.__doc__ or cls.__name__).strip(), "", "usage: key=value ... [config=FILE.yaml ...]", "", "keys:"]
+    """The ``--help`` text of a recipe: its docstring, then every key with its type, default, valid values and
+    what it does (the field's comment)."""
+    hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
+    lines = [(cls.__doc__ or cls.__name__).strip(), "",
+             "usage: key=value ... [config=FILE.yaml ...]   (TDMT_DEBUG=1 shows tracebacks)", "", "keys:"]
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {f.name}={default!r}")
+        annotation = hints[f.name]
+        if typing.get_origin(annotation) is typing.Literal:
+            valid = "one of " + ", ".join(map(str, typing.get_args(annotation)))
+        else:
+            valid = _range_of(cls, f.name) or ""
+        shown = list(default) if isinstance(default, tuple) else default
+        head = f"  {f.name}={shown!r}  [{_type_name(annotation)}{'; ' + valid if valid else ''}]"
+        lines.append(head + (f"  {comments[f.name]}" if f.name in comments else ""))
+    renamed = ", ".join(f"{old}→{new}" for old, new in RENAMED.items())
+    lines += ["", f"renamed keys (refused with a hint): {renamed}"]
     return "\n".join(lines)
 
 
@@ -144,3 +194,176 @@ def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     os.replace(tmp, path)
+
+
+# --- The base config every recipe extends -------------------------------------------------------------------------
+
+# Old key names, refused with the new one (one vocabulary across recipes).
+RENAMED: dict[str, str] = {
+    "steps": "total_steps",
+    "frames_per_task": "total_steps",
+    "num_threads": "threads",
+    "batch_size": "batch_size_per_task",
+    "buffer_size": "buffer_size_per_task",
+}
+
+# Valid range of a key, by name: exact names first, then the longest matching suffix. A recipe adds its own in
+# ``RANGES``; ``tests/test_config_validation.py`` checks that every numeric key of every recipe has one.
+# Forms: "[a, b)", "(a, b]", "[a, b]", "(a, b)", ">= x", "> x", "sizes >= 1" (a tuple of sizes, may be empty),
+# "non-empty sizes >= 1", "any" (no constraint, e.g. a signed offset).
+KEY_RANGES: dict[str, str] = {
+    "seed": ">= 0",
+    "gamma": "[0, 1)",
+    "tau": "(0, 1]",
+    "total_steps": ">= 1",
+    "threads": ">= 1",
+    "eval_episodes": ">= 1",
+    "batch_size_per_task": ">= 1",
+    "buffer_size_per_task": ">= 1",
+    "policy_delay": ">= 1",
+    "t_max": ">= 1",
+    "num_envs_per_task": ">= 1",
+    "max_grad_norm": "> 0",
+    "p_student": "[0, 1]",
+    "reward_scale": "> 0",
+    "rmsprop_alpha": "[0, 1)",
+    "rmsprop_eps": "> 0",
+    "lr": "> 0",
+    "_lr": "> 0",
+    "noise": ">= 0",
+    "noise_clip": ">= 0",
+    "_steps": ">= 0",
+    "_frames": ">= 1",
+    "_every": ">= 0",
+    "_coeff": ">= 0",
+    "hidden": "sizes >= 1",
+}
+
+
+def _range_of(cls: type, name: str) -> str | None:
+    own: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        own.update(getattr(klass, "RANGES", {}) or {})
+    if name in own:
+        return own[name]
+    if name in KEY_RANGES:
+        return KEY_RANGES[name]
+    suffixes = [s for s in KEY_RANGES if s.startswith("_") and name.endswith(s)]
+    suffixes += [s for s in ("noise",) if name.endswith(s)]
+    return KEY_RANGES[max(suffixes, key=len)] if suffixes else None
+
+
+def _in_range(value: Any, rule: str) -> bool:
+    rule = rule.strip()
+    if rule == "any":
+        return True
+    if rule.endswith("sizes >= 1"):
+        if rule.startswith("non-empty") and len(value) == 0:
+            return False
+        return all(isinstance(v, int) and v >= 1 for v in value)
+    if rule[0] in "[(" and rule[-1] in "])":
+        low, high = (float(x) for x in rule[1:-1].split(","))
+        above = value >= low if rule[0] == "[" else value > low
+        below = value <= high if rule[-1] == "]" else value < high
+        return bool(above and below)
+    op, bound = rule.split()
+    return bool(value >= float(bound) if op == ">=" else value > float(bound))
+
+
+def check_ranges(cfg: Any) -> None:
+    """Refuse (one line) any numeric key outside its valid range (see :data:`KEY_RANGES`)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        rule = _range_of(type(cfg), f.name)
+        if rule is None or isinstance(value, (bool, str)) or value is None:
+            continue
+        if not isinstance(value, (int, float, tuple, list)):
+            continue
+        if isinstance(value, (int, float)) and value != value:  # NaN
+            raise ValueError(f"{f.name}=nan is not valid; valid: {rule}")
+        if not _in_range(value, rule):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise ValueError(f"{f.name}={shown!r} is out of range; valid: {rule}")
+
+
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """What every recipe shares; a recipe's ``Config`` extends it (and may change the defaults)."""
+
+    suite: str = "halfcheetah-mt8"  # the task suite (``tdmt.envs.list_suites()``)
+    seed: int = 0  # seeds torch, the envs and the replay sampling
+    run_dir: str = ""  # the run folder; empty: runs/<recipe>/<suite>/<changed keys>seed<seed>-<config hash>
+    device: str = "cpu"  # where networks and updates live: cpu, cuda, cuda:N
+    threads: int = 1  # torch CPU threads (1 is fastest on a shared 2-core box)
+    logger: tuple[str, ...] = ("csv",)  # csv always; add tensorboard, wandb, mlflow (TorchRL loggers)
+    eval_every: int = 5000  # env steps per task between evaluations (0: only at the end)
+    eval_episodes: int = 10  # episodes per task at each evaluation
+    log_every: int = 1000  # env steps per task between metrics rows
+    checkpoint_every: int = 50_000  # env steps per task between checkpoints (0: only when stopped)
+    progress: bool = True  # a progress bar (a line every 30 s when written to a log file)
+
+    # Keys that may change when a run resumes and do not name the run (where it runs, how it reports).
+    FREE_KEYS: ClassVar[tuple[str, ...]] = ("run_dir", "device", "threads", "logger", "log_every",
+                                            "checkpoint_every", "progress")
+    # Step budgets: may grow on resume (train further), never shrink; they do not name the run either.
+    BUDGET_KEYS: ClassVar[tuple[str, ...]] = ("total_steps",)
+    # Devices the recipe can use (a recipe that runs on CUDA widens it).
+    DEVICES: ClassVar[tuple[str, ...]] = ("cpu",)
+    RANGES: ClassVar[dict[str, str]] = {}
+
+    def validate(self) -> None:
+        """Ranges of every numeric key, the suite, the device and the loggers; recipes extend it."""
+        from tdmt.envs import get_suite
+        from tdmt.logger import LOGGERS
+
+        check_ranges(self)
+        get_suite(self.suite)
+        if not DEVICE_PATTERN.match(self.device):
+            raise ValueError(f"device={self.device!r} is not valid; valid: cpu, cuda, cuda:N")
+        kind = self.device.split(":")[0]
+        if kind not in self.DEVICES:
+            raise ValueError(f"device={self.device!r} is not supported by this recipe yet; valid: {list(self.DEVICES)}")
+        bad = [name for name in self.logger if name not in LOGGERS]
+        if bad or not self.logger:
+            raise ValueError(f"logger={list(self.logger)!r} is not valid; valid: one or more of {list(LOGGERS)}")
+
+    # -- run identity -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def recipe_name(cls) -> str:
+        from tdmt.algos import RECIPES
+
+        names = [name for name, module in RECIPES.items() if module == cls.__module__]
+        return names[0] if names else cls.__module__.rsplit(".", 1)[-1]
+
+    def identity(self) -> dict[str, Any]:
+        """The keys that name the run: everything but :attr:`FREE_KEYS` and :attr:`BUDGET_KEYS`."""
+        skip = set(self.FREE_KEYS) | set(self.BUDGET_KEYS)
+        return {k: v for k, v in to_dict(self).items() if k not in skip}
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    def resolved_run_dir(self) -> str:
+        """``run_dir``, or ``runs/<recipe>/<suite>/<changed keys>seed<seed>-<hash>``: two configurations that
+        train differently never share a default folder (the hash covers every key that names the run)."""
+        if self.run_dir:
+            return self.run_dir
+        default = type(self)().identity()
+        changed = [f"{k}={_short(v)}" for k, v in self.identity().items()
+                   if k not in ("suite", "seed") and v != default.get(k)]
+        label = ",".join(changed)
+        label = (label[:60] + "…") if len(label) > 61 else label
+        label = re.sub(r"[^A-Za-z0-9=,.+\-_…]", "", label)
+        name = f"{label}-seed{self.seed}-{self.config_hash()}" if label else f"seed{self.seed}-{self.config_hash()}"
+        return str(Path("runs") / self.recipe_name() / self.suite / name)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value) or "none"
+    return str(value)

@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+# The loggers a run can write to (``logger=csv,tensorboard``); CSV is always written: reports read it.
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+
 
 class CSVLog:
     """Append-only CSV of dict rows with a ``step`` column; the header grows when a new key appears."""
