@@ -7,11 +7,14 @@ opt.step()`` with ``losses`` a ``[K]`` vector of per-task losses (e.g. ``MultiTa
 or a KTM-DRL TD3 loss reduced per task — the "G-Surgery" baseline). ``project_conflicting(grads)`` is the pure
 projection on a ``[K, P]`` matrix of flattened per-task gradients.
 
-Algorithm (Yu et al. 2020, Alg. 1): for each task i, starting from ``g_i^PC = g_i``, for each task j in a random
-order, if ``g_i^PC · g_j < 0`` then ``g_i^PC ← g_i^PC - (g_i^PC · g_j) / ‖g_j‖² · g_j``; the update direction is
-``Σ_i g_i^PC`` (``reduction="sum"``, the paper) or its mean. The K per-task gradients come from one batched
-backward (``autograd.grad(..., is_grads_batched=True)``); the projection runs K vectorised steps over all i at once
-(every task i draws its own order).
+Algorithm (Yu et al. 2020, Alg. 1): for each task i, starting from ``g_i^PC = g_i``, for each *other* task
+``j ≠ i`` in a random order, if ``g_i^PC · g_j < 0`` then ``g_i^PC ← g_i^PC - (g_i^PC · g_j) / ‖g_j‖² · g_j``
+(with i itself in the order, a twice-projected gradient can conflict with its own ``g_i`` and be projected again);
+the update direction is ``Σ_i g_i^PC`` (``reduction="sum"``, the paper) or its mean. The K per-task gradients come
+from one batched backward (``autograd.grad(..., is_grads_batched=True)``); the projection runs K - 1 vectorised
+steps over all i at once (every task i draws its own order of the others).
+
+Used by ``sac_mt``/``ctpg`` with ``backbone=pcgrad`` (CTPG App. F.3 Table 6, "Adam w/ PCGrad").
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ PCGRAD_REDUCTIONS = ("sum", "mean")
 
 
 def project_conflicting(grads: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """``[K, P]`` per-task gradients → ``[K, P]`` projected gradients ``g_i^PC`` (Yu et al. 2020, Alg. 1)."""
-    if grads.dim() != 2:
-        raise ValueError(f"grads must be [K, P], got shape {tuple(grads.shape)}")
+    """``[K, P]`` per-task gradients → ``[K, P]`` projected gradients ``g_i^PC`` (Yu et al. 2020, Alg. 1).
+
+    Task i is projected onto the *other* tasks' gradients only (``j ≠ i``), each task in its own random order.
+    """
+    if grads.dim() != 2 or grads.shape[0] < 1:
+        raise ValueError(f"grads must be [K, P] with K >= 1, got shape {tuple(grads.shape)}")
     K = grads.shape[0]
-    order = torch.argsort(torch.rand(K, K, generator=generator), dim=1).to(grads.device)  # row i: task i's order
+    keys = torch.rand(K, K, generator=generator)
+    keys.fill_diagonal_(2.0)  # i sorts last in its own row and is never used: K - 1 projections per task
+    order = torch.argsort(keys, dim=1)[:, : K - 1].to(grads.device)
     sq_norm = (grads * grads).sum(-1).clamp_min(torch.finfo(grads.dtype).tiny)
     projected = grads.clone()
-    for step in range(K):
+    for step in range(K - 1):
         j = order[:, step]
         other = grads[j]
         dot = (projected * other).sum(-1)
@@ -52,7 +60,7 @@ class PCGrad:
     def __init__(self, optimizer: torch.optim.Optimizer, *, reduction: str = "sum",
                  generator: torch.Generator | None = None):
         if reduction not in PCGRAD_REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; valid: {list(PCGRAD_REDUCTIONS)}")
+            raise ValueError(f"PCGrad reduction={reduction!r} is not valid; valid: {list(PCGRAD_REDUCTIONS)}")
         self.optimizer, self.reduction, self.generator = optimizer, reduction, generator
 
     @property

@@ -21,6 +21,29 @@ def test_two_conflicting_gradients_hand_computed():
     torch.testing.assert_close(projected.sum(0), torch.tensor([0.5, 1.5]))
 
 
+def test_three_conflicting_tasks_project_onto_the_other_tasks_only_hand_computed():
+    """g1 = (1, 0), g2 = (-1, 1/2), g3 = (-1, -1/2): task 1 conflicts with both others. Hand-computed (Alg. 1):
+
+    * task 1, order (2, 3): g1' = g1 + (1/1.25) g2 = (0.2, 0.4); g1'.g3 = -0.4 -> g1'' = g1' + (0.4/1.25) g3
+      = (-0.12, 0.24). Order (3, 2): (-0.12, -0.24). Both now conflict with g1 itself (g1''.g1 = -0.12): projecting
+      onto g1 too (task i in its own order, the old bug) would give (0, ±0.24).
+    * task 2 (g2.g3 = 0.75 > 0), order (1, 3): g2' = g2 + g1 = (0, 0.5); g2'.g3 = -0.25 -> (-0.2, 0.4).
+      Order (3, 1): (0, 0.5). Task 3 by symmetry: (-0.2, -0.4) or (0, -0.5).
+    """
+    grads = torch.tensor([[1.0, 0.0], [-1.0, 0.5], [-1.0, -0.5]])
+    expected = [{(-0.12, 0.24), (-0.12, -0.24)}, {(-0.2, 0.4), (0.0, 0.5)}, {(-0.2, -0.4), (0.0, -0.5)}]
+    seen: list[set] = [set(), set(), set()]
+    for seed in range(20):
+        projected = project_conflicting(grads, torch.Generator().manual_seed(seed))
+        for i in range(3):
+            row = tuple(round(v, 4) + 0.0 for v in projected[i].tolist())
+            assert row in expected[i], (seed, i, row)
+            seen[i].add(row)
+    assert seen == expected  # both orders of the two other tasks occur: the order is random per task
+    with pytest.raises(ValueError, match="grads must be \\[K, P\\] with K >= 1, got shape \\(3,\\)"):
+        project_conflicting(torch.ones(3))
+
+
 def test_non_conflicting_and_zero_gradients_are_unchanged():
     grads = torch.tensor([[1.0, 2.0, 0.0], [0.5, 0.0, 1.0], [0.0, 0.0, 0.0]])  # pairwise dots >= 0
     torch.testing.assert_close(project_conflicting(grads), grads)
