@@ -70,3 +70,63 @@ def test_evaluate_counts_one_episode_per_row():
     assert all(-16.3 * 200 <= r <= 0 for r in result.return_mean)
     row = result.as_row()
     assert row["eval/mean_return"] == pytest.approx(sum(result.return_mean) / 3)
+
+
+def _tb_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the TensorBoard events under ``folder``, as TensorBoard itself reads them back."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_logger_mirrors_the_csv_rows_and_resumes_cleanly(tmp_path):
+    pytest.importorskip("tensorboard", reason="logger=tensorboard needs the tensorboard package (pip install .[dev])")
+    from tdmt.algos.run import TrainingRun
+    from tdmt.config import BaseConfig
+
+    cfg = BaseConfig(suite="pendulum-mt3", run_dir=str(tmp_path / "run"), logger=("csv", "tensorboard"))
+    run = TrainingRun(cfg.run_dir, cfg)
+    for step in (1, 2, 3):
+        run.metrics.log(step, loss=0.5 / step, stage="offline")  # text columns stay in the CSV only
+        run.evals.log(step, **{"eval/mean_return": -100.0 * step})
+        if step == 2:
+            run.save(step, lambda: {"n": 2})
+    run.lock.release()
+    scalars = _tb_scalars(tmp_path / "run" / "tensorboard")
+    assert sorted(scalars) == ["eval/mean_return", "loss"]
+    assert scalars["loss"] == [(1, 0.5), (2, 0.25), (3, pytest.approx(0.5 / 3))]
+    assert [s for s, _ in scalars["eval/mean_return"]] == [1, 2, 3]
+    assert run.metrics.rows()[2]["stage"] == "offline" and float(run.evals.rows()[2]["eval/mean_return"]) == -300
+    # resume from step 2: the first attempt's step 3 is dropped by TensorBoard's reader, the new one kept
+    again = TrainingRun(cfg.run_dir, cfg)
+    assert again.resume(lambda state: None) == 2
+    again.metrics.log(3, loss=7.0)
+    again.lock.release()
+    assert _tb_scalars(tmp_path / "run" / "tensorboard")["loss"] == [(1, 0.5), (2, 0.25), (3, 7.0)]
+    assert [r["loss"] for r in again.metrics.rows()] == ["0.5", "0.25", "7.0"]
+
+
+def test_wandb_offline_logger_writes_its_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed here: logger=wandb is tested where it is")
+    from tdmt.logger import MetricsLog, RunLoggers
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    loggers = RunLoggers(("csv", "wandb"), tmp_path, exp_name="t")
+    MetricsLog(tmp_path / "metrics.csv", loggers).log(1, loss=0.5)
+    loggers.close()
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_missing_logger_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from tdmt.logger import RunLoggers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ValueError, match=r"logger=mlflow needs the mlflow package, which is not installed"):
+        RunLoggers(("csv", "mlflow"), tmp_path)
+    with pytest.raises(ValueError, match=r"logger=\['csv', 'neptune'\] is not valid; valid: one or more of"):
+        RunLoggers(("csv", "neptune"), tmp_path)
