@@ -5,10 +5,7 @@
 ``config=recipes/configs/arora_a2c_demo.yaml``. Keys and defaults: ``tdmt.algos.a2c_multitask.Config``.
 """
 
-import sys
-
-from tdmt.algos.a2c_multitask import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("a2c_multitask")

@@ -4,10 +4,7 @@
 ``guide_block=success|none``, ``hindsight=false``, ``guide_step=5``. Keys and defaults: ``tdmt.algos.ctpg.Config``.
 """
 
-import sys
-
-from tdmt.algos.ctpg import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("ctpg")

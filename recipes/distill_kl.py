@@ -5,10 +5,7 @@ reused with ``teacher_path=.../model.pt``. ``direction=reverse`` uses KL(student
 ``config=recipes/configs/arora_distill_demo.yaml``. Keys and defaults: ``tdmt.algos.distill_kl.Config``.
 """
 
-import sys
-
-from tdmt.algos.distill_kl import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("distill_kl")

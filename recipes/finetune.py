@@ -5,10 +5,7 @@ Trains on ``source_task``, fine-tunes the last actor/critic layers on ``target_t
 Keys and defaults: ``tdmt.algos.finetune.Config``.
 """
 
-import sys
-
-from tdmt.algos.finetune import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("finetune")

@@ -5,10 +5,7 @@ Teachers default to ``runs/train_teachers/<suite>/seed<seed>/teachers`` (``teach
 Keys and defaults: ``tdmt.algos.ktm_drl.Config``; ``config=recipes/configs/ktm_drl_demo.yaml`` loads a budget.
 """
 
-import sys
-
-from tdmt.algos.ktm_drl import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("ktm_drl")

@@ -3,10 +3,7 @@
 Keys and defaults: ``tdmt.algos.sac_mt.Config``; ``config=FILE.yaml`` loads several at once.
 """
 
-import sys
-
-from tdmt.algos.sac_mt import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("sac_mt")

@@ -3,10 +3,7 @@
 ``pcgrad=true`` runs G-Surgery (PCGrad on TD3). Keys and defaults: ``tdmt.algos.td3_mt.Config``.
 """
 
-import sys
-
-from tdmt.algos.td3_mt import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("td3_mt")

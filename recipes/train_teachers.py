@@ -4,10 +4,7 @@ Saves ``<run_dir>/teachers/<task>/{teacher.pt, replay/, eval.json}`` (run_dir de
 ``runs/train_teachers/<suite>/seed<seed>``). Keys and defaults: ``tdmt.algos.teachers.Config``.
 """
 
-import sys
-
-from tdmt.algos.teachers import Config, run
-from tdmt.config import parse_args
+from tdmt.algos import recipe_main
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    recipe_main("train_teachers")

@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+import sys
 import types
 import typing
 from collections.abc import Sequence
@@ -135,7 +136,10 @@ def usage(cls: type) -> str:
     what it does (the field's comment)."""
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
-    lines = [(cls.__doc__ or cls.__name__).strip(), "",
+    doc = cls.__doc__ or ""
+    if not doc or doc.startswith(cls.__name__ + "("):  # the dataclass's generated signature: use the module's
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__name__).strip().split("\n\n")[0]
+    lines = [doc.strip(), "",
              "usage: key=value ... [config=FILE.yaml ...]   (TDMT_DEBUG=1 shows tracebacks)", "", "keys:"]
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()

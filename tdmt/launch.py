@@ -50,21 +50,21 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import submitit
 import yaml
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
 from tdmt.algos import get_recipe
-from tdmt.algos.run import SUMMARY, StopRequested, signal_actions
-from tdmt.config import apply_overrides, load_yaml, save_yaml, to_dict
+from tdmt.algos.run import STATE, SUMMARY, StopRequested, signal_actions
+from tdmt.config import apply_overrides, check_ranges, load_yaml, save_yaml, to_dict
 from tdmt.envs import list_suites
 from tdmt.progress import tqdm
 
 MANIFEST = "sweep.json"
 JOB_FILE = "job.json"
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "running", "stopped", "done", "failed")
 GRID_KEYS = ("suite", "seed", "run_dir")  # set by the sweep grid, never by overrides
 SLURM_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "CONFIGURING", "RESIZING",
                  "RESV_DEL_HOLD"}
@@ -91,12 +91,23 @@ class SlurmOptions:
     setup: list[str] = field(default_factory=list)
     additional_parameters: dict = field(default_factory=dict)
 
+    RANGES: ClassVar[dict[str, str]] = {"gpus_per_task": ">= 0", "cpus_per_task": ">= 1", "mem_gb": "> 0",
+                                        "timeout_min": ">= 1", "array_parallelism": ">= 1", "max_num_timeout": ">= 0"}
+
+    def validate(self) -> None:
+        check_ranges(self)
+
 
 @dataclass
 class LocalOptions:
     parallelism: int = 1
     timeout_min: int = 7 * 24 * 60
     max_num_timeout: int = 20
+
+    RANGES: ClassVar[dict[str, str]] = {"parallelism": ">= 1", "timeout_min": ">= 1", "max_num_timeout": ">= 0"}
+
+    def validate(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
@@ -214,8 +225,15 @@ def parse_spec(data: dict[str, Any]) -> SweepSpec:
     bad = [s for s in suites if s not in valid_suites]
     if bad:
         raise SweepSpecError(f"unknown suite(s) {bad}; valid: {valid_suites}")
+    seeds = _list(data.get("seeds", [0]), "seeds", int)
+    for name, items in (("suites", suites), ("seeds", seeds)):
+        repeated = sorted({x for x in items if items.count(x) > 1})
+        if repeated:  # two elements would train in one folder
+            raise SweepSpecError(f"{name}={items} repeats {repeated}; give each at most once")
+    if any(seed < 0 for seed in seeds):
+        raise SweepSpecError(f"seeds={seeds} has a negative seed; valid: integers >= 0")
     return SweepSpec(
-        name=data["name"], suites=suites, seeds=_list(data.get("seeds", [0]), "seeds", int), methods=_methods(data),
+        name=data["name"], suites=suites, seeds=seeds, methods=_methods(data),
         overrides=_mapping(data.get("overrides"), "overrides"), executor=executor, root=str(data.get("root", "runs")),
         slurm=_options(SlurmOptions, data.get("slurm"), "slurm"),
         local=_options(LocalOptions, data.get("local"), "local"))
@@ -271,9 +289,16 @@ def _resolve(method: Method, variant: str, suite: str, seed: int, spec: SweepSpe
 
 def expand(spec: SweepSpec) -> list[Element]:
     """Every element of the grid with its resolved config; raises :class:`SweepSpecError` before any submission."""
-    return [_resolve(method, variant, suite, seed, spec)
-            for method in spec.methods.values()
-            for variant, suite, seed in itertools.product(method.variants, spec.suites, spec.seeds)]
+    elements = [_resolve(method, variant, suite, seed, spec)
+                for method in spec.methods.values()
+                for variant, suite, seed in itertools.product(method.variants, spec.suites, spec.seeds)]
+    folders: dict[str, str] = {}
+    for element in elements:
+        if element.run_dir in folders:
+            raise SweepSpecError(f"{element.key} and {folders[element.run_dir]} resolve to one folder "
+                                 f"{element.run_dir}; give them different variants")
+        folders[element.run_dir] = element.key
+    return elements
 
 
 # ---------------------------------------------------------------------------------------------- the job
@@ -331,7 +356,7 @@ class SweepRunner(submitit.helpers.Checkpointable):
                 summary = module.run(cfg)
         except StopRequested as e:
             if handler is None or e.signum != JobEnvironment._usr_sig():
-                _write_job_file(element.run_dir, state="failed", error=f"stopped: {e}", **info)
+                _write_job_file(element.run_dir, state="stopped", note=str(e), **info)
                 raise
             stop = e
         except BaseException as e:
@@ -429,6 +454,14 @@ def _progress(run_dir: Path) -> str:
     return f"checkpoint at step {int(ckpts[-1].name[5:])}" if ckpts else ""
 
 
+def _run_state(run_dir: Path) -> dict[str, Any]:
+    """The training loop's own ``state.json`` (see :class:`tdmt.algos.run.TrainingRun`)."""
+    try:
+        return json.loads((run_dir / STATE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def element_status(entry: dict[str, Any], slurm: dict[str, str]) -> ElementStatus:
     """State of one manifest entry from its run folder, its ``job.json`` and (on SLURM) sacct."""
     run_dir = Path(entry["run_dir"])
@@ -446,6 +479,8 @@ def element_status(entry: dict[str, Any], slurm: dict[str, str]) -> ElementStatu
     progress = _progress(run_dir)
     if job.get("state") == "failed":
         return status("failed", job.get("error", ""))
+    if job.get("state") == "stopped":
+        return status("stopped", job.get("note", progress))
     if last.get("executor") == "slurm":
         state = slurm.get(last["job_id"])
         if state is None or state in SLURM_PENDING:
@@ -454,6 +489,8 @@ def element_status(entry: dict[str, Any], slurm: dict[str, str]) -> ElementStatu
             return status("running", progress)
         return status("failed", f"SLURM {state}")
     controller_alive = _pid_alive(last.get("controller_pid"))
+    if _run_state(run_dir).get("state") == "stopped" and not _pid_alive(job.get("pid")) and not controller_alive:
+        return status("stopped", f"at step {_run_state(run_dir).get('step')}: launch again to resume")
     if job.get("state") in ("running", "requeued"):
         if job.get("host") == socket.gethostname() and not _pid_alive(job.get("pid")) and not controller_alive:
             return status("failed", f"process {job.get('pid')} died")
@@ -560,7 +597,7 @@ def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
     for element in elements:
         entries.setdefault(element.key, _entry(element))
     states = {s.key: s.state for s in statuses_of([entries[e.key] for e in elements])}
-    todo = [e for e in elements if states[e.key] == "failed" or not entries[e.key]["jobs"]]
+    todo = [e for e in elements if states[e.key] in ("failed", "stopped") or not entries[e.key]["jobs"]]
     skipped = len(elements) - len(todo)
     print(f"[tdmt] sweep {spec.name}: {len(elements)} elements, {len(todo)} to submit, {skipped} done/pending/"
           f"running ({spec.executor} executor, results in {sweep_dir})", flush=True)

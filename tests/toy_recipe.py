@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDict
@@ -47,6 +48,10 @@ class Config:
     capacity_per_task: int = 10_000
     crash_at_step: int = 0
     step_delay_s: float = 0.0
+
+    # Test knobs and where it runs may change on resume; the step budget may grow (tdmt.algos.run.check_resume).
+    FREE_KEYS: ClassVar[tuple[str, ...]] = ("run_dir", "checkpoint_every", "crash_at_step", "step_delay_s")
+    BUDGET_KEYS: ClassVar[tuple[str, ...]] = ("total_steps",)
 
     def validate(self) -> None:
         if self.eval_every < 1 or self.total_steps < 1:

@@ -6,7 +6,11 @@ checkpoints, writes results, returns the summary). Recipes and the sweep launche
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from types import ModuleType
+
+from tdmt.errors import cli_errors
 
 RECIPES: dict[str, str] = {
     "train_teachers": "tdmt.algos.teachers",
@@ -34,3 +38,13 @@ def get_recipe(name: str) -> ModuleType:
     if missing:
         raise ValueError(f"recipe {name!r}: module {path!r} has no {missing} (a recipe exposes Config and run)")
     return module
+
+
+def recipe_main(name: str, argv: Sequence[str] | None = None) -> None:
+    """A recipe script's body: parse ``key=value`` arguments, then train. User errors print one line and exit 2;
+    a stop (Ctrl-C, SIGTERM) prints the step it stopped at and exits 128 + the signal (see ``tdmt.errors``)."""
+    with cli_errors(name):
+        module = get_recipe(name)
+        from tdmt.config import parse_args
+
+        module.run(parse_args(module.Config, sys.argv[1:] if argv is None else argv))

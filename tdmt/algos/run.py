@@ -13,8 +13,17 @@ A training loop uses it like this::
             guard.check(step)                                   # saves and raises StopRequested if asked
     run.finish({"final_return": ...})                          # writes summary.json: the run is done
 
-The folder holds ``config.yaml``, ``metrics.csv``, ``eval.csv``, ``checkpoints/``, and at the end
-``summary.json`` (its presence means "done" to the sweep launcher), ``results.md`` and ``curves.png``.
+The folder holds ``config.yaml``, ``metrics.csv``, ``eval.csv``, ``checkpoints/``, ``state.json`` (running /
+stopped / failed / done, the step, the PID and host), and at the end ``summary.json`` (its presence means "done" to
+the sweep launcher), ``results.md`` and ``curves.png``.
+
+Safety rules (a user's results are never lost or mixed):
+
+* a folder is locked (:class:`RunLock`) while a process trains in it: a second process is refused, naming the
+  holder's PID and host; the lock of a process that died is taken over, saying so;
+* a folder that already holds a run is resumed only with the same config (:func:`check_resume`): keys that name the
+  run must be equal, step budgets may only grow, where it runs and how it reports may change; ``config.yaml``
+  is rewritten only after that check.
 
 Rules that make an interrupted-and-resumed run end like an uninterrupted one:
 
@@ -30,19 +39,27 @@ Rules that make an interrupted-and-resumed run end like an uninterrupted one:
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tdmt.checkpoint import CheckpointManager, rng_state, set_rng_state
-from tdmt.config import save_yaml
+from tdmt.config import load_yaml, save_yaml, to_dict
 from tdmt.data import PerTaskReplayBuffer
-from tdmt.logger import CSVLog
+from tdmt.errors import UserError
+from tdmt.logger import MetricsLog, RunLoggers
 
 SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+STATE = "state.json"
+LOCK = ".lock"
+RUN_STATES = ("running", "stopped", "failed", "done")
 
 
 ACTIONS = ("stop", "save", "ignore")
@@ -75,20 +92,142 @@ def signal_actions(actions: dict[int, str]) -> Iterator[None]:
         _signal_actions.update(previous)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<run_dir>/.lock`` for as long as this process trains in the folder.
+
+    The file names the holder (PID, host, start time) so that a refused process can say who holds it. The kernel
+    drops the lock when its holder dies, so a dead holder's lock is simply taken over (and said so). One process
+    may open the same folder again (a resume in the same interpreter): the lock is counted, not re-taken.
+    """
+
+    _held: dict[Path, tuple[int, int]] = {}  # resolved folder -> (fd, count) held by this process
+
+    def __init__(self, folder: Path):
+        self.path = (folder / LOCK).resolve()
+        self.released = False
+        if self.path in RunLock._held:
+            fd, count = RunLock._held[self.path]
+            RunLock._held[self.path] = (fd, count + 1)
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise UserError(f"run folder {folder} is in use by PID {holder.get('pid', '?')} on host "
+                            f"{holder.get('host', '?')} (since {holder.get('since', '?')}); wait for it to end, "
+                            "or choose another run_dir") from None
+        previous = self._holder(fd)
+        if previous.get("pid") not in (None, os.getpid()):
+            print(f"[tdmt] took over the lock of {folder} from PID {previous['pid']} on host "
+                  f"{previous.get('host', '?')}, which is no longer running", flush=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        RunLock._held[self.path] = (fd, 1)
+
+    @staticmethod
+    def _holder(fd: int) -> dict[str, Any]:
+        try:
+            return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        except (ValueError, OSError):
+            return {}
+
+    def release(self) -> None:
+        if self.released or self.path not in RunLock._held:
+            return
+        self.released = True
+        fd, count = RunLock._held[self.path]
+        if count > 1:
+            RunLock._held[self.path] = (fd, count - 1)
+            return
+        del RunLock._held[self.path]
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def config_differences(saved: dict[str, Any], cfg: Any) -> list[str]:
+    """What stops ``cfg`` from resuming a run saved with ``saved``: ``key: saved -> new`` for every key that names
+    the run, and for every step budget that would shrink (``FREE_KEYS`` may change freely)."""
+    new = to_dict(cfg)
+    free = set(getattr(cfg, "FREE_KEYS", ("run_dir",)))
+    budgets = set(getattr(cfg, "BUDGET_KEYS", ()))
+    out = []
+    for key in sorted(set(saved) | set(new)):
+        old_value, new_value = saved.get(key, "<absent>"), new.get(key, "<absent>")
+        if key in free or old_value == new_value:
+            continue
+        if key in budgets and isinstance(old_value, (int, float)) and isinstance(new_value, (int, float)):
+            if new_value >= old_value:
+                continue
+            out.append(f"{key}: {old_value} -> {new_value} (a step budget can only grow on resume)")
+            continue
+        out.append(f"{key}: {old_value!r} -> {new_value!r}")
+    return out
+
+
+def check_resume(folder: Path, cfg: Any) -> None:
+    """Refuse (one line, naming the differing keys) to resume the run in ``folder`` with a config that trains
+    differently; nothing in the folder is touched before this check."""
+    path = folder / CONFIG
+    if not path.exists():
+        return
+    diffs = config_differences(load_yaml(path), cfg)
+    if diffs:
+        raise UserError(f"{folder} holds a run with another config ({'; '.join(diffs)}): resume it with its own "
+                        "config, or leave run_dir empty to get a folder of this config's own")
+
+
 class TrainingRun:
     """Run folder plumbing for one training loop (see the module docstring)."""
 
     def __init__(self, run_dir: str | os.PathLike, cfg: Any = None, checkpoint_every: int = 0, keep: int = 2):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        if cfg is not None:
-            save_yaml(cfg, self.dir / "config.yaml")
-        self.metrics = CSVLog(self.dir / "metrics.csv")
-        self.evals = CSVLog(self.dir / "eval.csv")
+        self.lock = RunLock(self.dir)
+        try:
+            if cfg is not None:
+                check_resume(self.dir, cfg)
+                save_yaml(cfg, self.dir / CONFIG)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.loggers = RunLoggers(getattr(cfg, "logger", ("csv",)), self.dir, exp_name=self.dir.name)
+        self.metrics = MetricsLog(self.dir / "metrics.csv", self.loggers)
+        self.evals = MetricsLog(self.dir / "eval.csv", self.loggers)
         self.checkpoints = CheckpointManager(self.dir, keep=keep)
         self.checkpoint_every = checkpoint_every
         self.resumed_from: int | None = None
         self._pending: tuple[str, int | None] | None = None  # (action, signal) to apply at the next step boundary
+        self.set_state("running", self._saved_step())
+
+    def _saved_step(self) -> int:
+        """The step of the newest checkpoint (0 if none)."""
+        newest = self.checkpoints.checkpoints()[-1:]
+        return int(newest[0].name.split("_")[-1]) if newest else 0
+
+    def set_state(self, state: str, step: int, error: str = "") -> None:
+        """Write ``state.json`` (atomically): what ``tdmt runs`` / ``tdmt status`` show for this folder."""
+        info = {"state": state, "step": step, "pid": os.getpid(), "host": socket.gethostname(),
+                "time": datetime.datetime.now().isoformat(timespec="seconds")}
+        if error:
+            info["error"] = error
+        tmp = self.dir / (STATE + ".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.dir / STATE)
 
     @property
     def done(self) -> bool:
@@ -100,6 +239,7 @@ class TrainingRun:
         if found is None:
             return 0
         step, state = found
+        self.set_state("running", step)
         load_state(state["train"])
         set_rng_state(state["rng"])
         saved_logs = self.checkpoints.files_of(step)
@@ -142,6 +282,14 @@ class TrainingRun:
                 previous[sig] = signal.signal(sig, self._on_signal)
         try:
             yield guard
+        except (StopRequested, KeyboardInterrupt):
+            self.set_state("stopped", guard.step)
+            self.lock.release()
+            raise
+        except BaseException as e:
+            self.set_state("failed", guard.step, f"{type(e).__name__}: {e}")
+            self.lock.release()
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -149,8 +297,23 @@ class TrainingRun:
     def finish(self, summary: dict[str, Any]) -> None:
         """Write ``summary.json`` atomically: the run is complete."""
         tmp = self.dir / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=float))
+        tmp.write_text(json.dumps(_strict_json(summary), indent=2, default=float, allow_nan=False))
         os.replace(tmp, self.dir / SUMMARY)
+        self.set_state("done", int(summary.get("step", self._saved_step()) or 0))
+        self.lock.release()
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN and infinities as ``null``: ``summary.json`` is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    return value
 
 
 class _Guard:
@@ -173,4 +336,5 @@ class _Guard:
         print(f"[tdmt] {name} at step {step}: {action}", flush=True)
         self.save_now()
         if action == "stop":
-            raise StopRequested(f"stopped at step {step} by {name}; state saved in {self.run.dir}", signum)
+            raise StopRequested(f"stopped at step {step} ({name}; saved in {self.run.dir}) — run the same command "
+                                "to resume", signum)

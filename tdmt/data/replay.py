@@ -112,9 +112,16 @@ class PerTaskReplayBuffer:
         return self._data[task, : self.num_transitions(task)]
 
     # ------------------------------------------------------------------ persistence
+    def _layout(self) -> dict[str, list]:
+        """Every stored key with its per-transition shape and dtype (what a saved buffer must match)."""
+        if self._data is None:
+            return {}
+        return {".".join((k,) if isinstance(k, str) else k): [list(v.shape[2:]), str(v.dtype)]
+                for k, v in self._data.items(include_nested=True, leaves_only=True)}
+
     def _meta(self) -> dict:
         return {"num_tasks": self.num_tasks, "capacity_per_task": self.capacity, "cursor": self._cursor.tolist(),
-                "size": self._size.tolist()}
+                "size": self._size.tolist(), "layout": self._layout()}
 
     def dumps(self, path: str | os.PathLike) -> None:
         """Write the buffer to the folder ``path`` (atomically: a temporary folder renamed at the end)."""
@@ -134,7 +141,8 @@ class PerTaskReplayBuffer:
             os.replace(tmp, path)
 
     def loads(self, path: str | os.PathLike) -> None:
-        """Restore what :meth:`dumps` wrote; the buffer must have the same K and capacity."""
+        """Restore what :meth:`dumps` wrote; the buffer must have the same K and capacity, and (once it holds data)
+        the same keys, shapes and dtypes — all checked before any state changes."""
         path = Path(path)
         meta_file = path / "meta.json"
         if not meta_file.exists():
@@ -144,6 +152,11 @@ class PerTaskReplayBuffer:
             raise ValueError(f"buffer saved with num_tasks={meta['num_tasks']}, capacity_per_task="
                              f"{meta['capacity_per_task']}; this buffer has num_tasks={self.num_tasks}, "
                              f"capacity_per_task={self.capacity}")
+        ours, theirs = self._layout(), meta.get("layout", {})
+        if ours and theirs and ours != theirs:  # checked before any state is touched
+            diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+            raise ValueError(f"buffer saved in {path} holds other keys or shapes than this one ({diff}: saved "
+                             f"{[theirs.get(k) for k in diff]}, here {[ours.get(k) for k in diff]})")
         if (path / "storage").exists():
             saved = TensorDict.load_memmap(path / "storage")
             if self.storage_kind == "memory":

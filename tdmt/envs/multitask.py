@@ -131,6 +131,8 @@ def make_env(suite: str, *, seed: int = 0, num_envs_per_task: int = 1, task_oneh
 
     ``tasks=`` selects a subset by name; task ids then follow the order given.
     """
+    if isinstance(num_envs_per_task, bool) or not isinstance(num_envs_per_task, int) or num_envs_per_task < 1:
+        raise ValueError(f"num_envs_per_task={num_envs_per_task!r} is not valid; valid: an integer >= 1")
     return MultiTaskEnv(get_suite(suite).subset(tasks), seed=seed, num_envs_per_task=num_envs_per_task,
                         task_onehot=task_onehot, device=device)
 

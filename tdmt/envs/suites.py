@@ -76,6 +76,9 @@ class Suite:
         """The suite restricted to ``names`` (in the order given); ``None`` keeps every task."""
         if names is None:
             return self
+        if isinstance(names, str):
+            raise ValueError(f"tasks={names!r} is a string; give a list of task names, e.g. tasks=[{names!r}] "
+                             f"(valid: {[t.name for t in self.tasks]})")
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"tasks must be a non-empty list of distinct names, got {list(names)}")
         return Suite(self.name, tuple(self.task(n) for n in names), self.success_metric)
