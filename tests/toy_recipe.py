@@ -22,6 +22,7 @@ from tdmt.algos.run import TrainingRun
 from tdmt.config import parse_args
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.envs import get_suite, make_env
+from tdmt.errors import cli_errors
 from tdmt.eval import evaluate
 from tdmt.modules import StackedMLP
 from tdmt.report import markdown_table, plot_curves, write_text
@@ -154,4 +155,5 @@ def run(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    run(parse_args(Config, sys.argv[1:]))
+    with cli_errors("toy"):
+        run(parse_args(Config, sys.argv[1:]))
