@@ -47,6 +47,10 @@ def _spec(tmp_path, **kw) -> dict:
     ({"executor": "cloud"}, "executor='cloud' is not valid; valid: ['local', 'slurm', 'debug']"),
     ({"slurm": {"gpus": 1}}, "slurm: unknown config key 'gpus'"),
     ({"seedz": [0]}, "unknown sweep spec keys ['seedz']"),
+    ({"seeds": [0, 0]}, "seeds=[0, 0] repeats [0]; give each at most once"),
+    ({"slurm": {"mem_gb": -4}}, "slurm: mem_gb=-4.0 is out of range; valid: > 0"),
+    ({"local": {"parallelism": 0}}, "local: parallelism=0 is out of range; valid: >= 1"),
+    ({"slurm": {"gpus_per_task": -1}}, "slurm: gpus_per_task=-1 is out of range; valid: >= 0"),
 ])
 def test_bad_spec_fails_before_anything_is_submitted(tmp_path, change, message):
     data = _spec(tmp_path, **{"executor": "slurm", **change})
