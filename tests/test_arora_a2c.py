@@ -6,7 +6,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdmt.algos.a2c_multitask import A2CAgent, Config, Rollouts, make_agent, step_keeping_other_rows
 from tdmt.envs import make_env
-from tdmt.modules.multihead import MultiHeadMLP, actor_net
+from tdmt.modules.multihead import MultiHeadMLP, actor_log_std, actor_net
 
 K = 3
 
@@ -41,7 +41,7 @@ def test_bad_task_id_is_reported():
 
 
 def _cfg(**kw) -> Config:
-    return Config(suite="pendulum-mt3", num_envs_per_task=2, t_max=5, **kw)
+    return Config(**{"suite": "pendulum-mt3", "num_envs_per_task": 2, "t_max": 5, **kw})
 
 
 def _agent_and_batch(seed: int = 0, **kw):
@@ -62,7 +62,8 @@ def test_rollout_layout_is_tasks_envs_time():
     agent, batch = _agent_and_batch()
     assert batch.batch_size == (K, 2, 5)
     assert torch.equal(batch["task_id"][:, 0, 0], torch.arange(K))
-    assert batch["action"].abs().max() <= 1.0
+    assert batch["action"].abs().max() > 1.0  # the paper's unsquashed Gaussian (σ = 1 at start); the env clips
+    assert torch.equal(batch["action_dim_mask"], torch.ones(K, 2, 5, 1))
 
 
 @pytest.mark.parametrize("task", [0, 1])
@@ -76,16 +77,19 @@ def test_multihead_update_on_task_i_leaves_other_heads_unchanged(task):
     stats = agent.update(batch[task], task=task)
     after = _snapshot(agent)
     others = [k for k in range(K) if k != task]
+    stacked = [n for n in after if ".head." in n or n.startswith("1.trunk.1.")]  # the critic's 2nd layer: per task
+    assert len(stacked) == 6
     for name in after:
-        if ".head." in name:
+        if name in stacked:
             assert torch.equal(after[name][others], before[name][others]), name
             assert not torch.equal(after[name][task], before[name][task]), name
-        else:  # the shared trunk learns from every task
+        else:  # the shared layers (actor 2, critic 1) learn from every task
             assert not torch.equal(after[name], before[name]), name
-    for net in agent.nets:  # the other heads' RMSprop statistics are untouched too
-        for p in net.head.parameters():
-            assert torch.equal(agent.optim.state[p]["square_avg"][others], state_before[id(p)][others])
-    assert stats["grad_norm"] > 0 and set(stats) == {"loss_objective", "loss_critic", "entropy", "grad_norm"}
+    for p in agent.stacked:  # the other tasks' rows and RMSprop statistics are untouched too (log-std included)
+        assert torch.equal(agent.optim.state[p]["square_avg"][others], state_before[id(p)][others])
+    log_std = actor_log_std(agent.actor)
+    assert any(log_std is p for p in agent.stacked)
+    assert stats["grad_norm"] > 0 and set(stats) == {"loss_objective", "loss_critic", "entropy", "grad_norm", "sigma"}
 
 
 def test_independent_update_on_task_i_leaves_other_tasks_networks_unchanged():
@@ -105,12 +109,30 @@ def test_joint_update_moves_every_head_and_heads_only_mode_freezes_the_trunk():
     after = _snapshot(agent)
     for name in (n for n in after if ".head." in n):
         assert all(not torch.equal(after[name][k], before[name][k]) for k in range(K)), name
-    agent.train_only_heads()
+    agent.freeze_for_finetuning("heads")
     before = _snapshot(agent)
     agent.update(batch)
     after = _snapshot(agent)
     for name in after:
         assert torch.equal(after[name], before[name]) != (".head." in name), name
+
+
+def test_public_code_finetuning_trains_the_actors_last_hidden_layer_and_the_output_layers():
+    agent, batch = _agent_and_batch()
+    agent.freeze_for_finetuning("public_code")
+    trained = {n for n, p in agent.loss.named_parameters() if p.requires_grad}
+    # actor: trunk layer 1 (the last hidden), mean head, log-std; critic: value head only
+    assert len(trained) == 7 and all(("trunk.1" in n or "head" in n or "log_std" in n) for n in trained), trained
+    assert {n for n in trained if "critic" in n} == {"critic_network_params.module.head.weight",
+                                                     "critic_network_params.module.head.bias"}
+    before = _snapshot(agent)
+    agent.update(batch[0], task=0)
+    after = _snapshot(agent)
+    moved = {n for n in after if not torch.equal(after[n], before[n])}
+    assert moved == {"0.trunk.1.weight", "0.trunk.1.bias", "0.head.weight", "0.head.bias", "1.head.weight",
+                     "1.head.bias"}
+    with pytest.raises(ValueError, match=r"finetune_layers='all'.*'public_code', 'heads'"):
+        agent.freeze_for_finetuning("all")
 
 
 def test_step_keeping_other_rows_also_holds_adam_momentum_rows():
@@ -126,10 +148,13 @@ def test_step_keeping_other_rows_also_holds_adam_momentum_rows():
     assert not torch.equal(w[1], before[1])
 
 
-def test_deterministic_action_is_tanh_of_loc():
-    agent, batch = _agent_and_batch()
+@pytest.mark.parametrize("policy", ["gaussian", "tanh_normal"])
+def test_deterministic_action_is_the_mean_or_tanh_of_it(policy):
+    agent, batch = _agent_and_batch(policy=policy)
     td = batch[..., 0].select("observation", "task_id")
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         out = agent.actor(td.clone())
-    torch.testing.assert_close(out["action"], torch.tanh(out["loc"]))
-    assert actor_net(agent.actor).head.weight.shape == (K, 64, 2)
+    squash = torch.tanh if policy == "tanh_normal" else (lambda x: x)
+    torch.testing.assert_close(out["action"], squash(out["loc"]))
+    # gaussian: the head is the mean only (σ is a separate per-task parameter); tanh_normal: mean and σ
+    assert actor_net(agent.actor).head.weight.shape == (K, 64, 1 if policy == "gaussian" else 2)

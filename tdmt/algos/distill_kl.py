@@ -16,16 +16,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
+from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.objectives import SACLoss, SoftUpdate, ValueEstimators
 
 from tdmt.algos import a2c_multitask
@@ -33,7 +33,6 @@ from tdmt.algos.a2c_multitask import (
     MODEL_FILE,
     Rollouts,
     crossed,
-    default_run_dir,
     eval_row,
     format_cell,
     frames_text,
@@ -42,75 +41,79 @@ from tdmt.algos.a2c_multitask import (
     write_report,
 )
 from tdmt.algos.run import SUMMARY, TrainingRun
+from tdmt.config import BaseConfig
 from tdmt.data import PerTaskReplayBuffer
-from tdmt.envs import MultiTaskEnv, action_masks, get_suite, make_env
+from tdmt.envs import MultiTaskEnv, TaskObservationNorm, action_masks, get_suite, make_env
 from tdmt.eval import EvalResult, evaluate
-from tdmt.modules.multihead import MultiHeadMLP, actor_net, make_gaussian_actor
+from tdmt.modules.multihead import MultiHeadMLP, actor_stacked_parameters, make_gaussian_actor
 from tdmt.objectives import KLGaussianDistillLoss
 from tdmt.progress import tqdm
 from tdmt.report import markdown_table
 
 
 @dataclass
-class Config:
-    """Distillation of K per-task teachers into one multi-head student (paper defaults)."""
+class Config(BaseConfig):
+    """KL distillation of K per-task teachers into one multi-head student, Arora et al. (paper defaults)."""
 
-    suite: str = "halfcheetah-arora6"
-    seed: int = 0
-    run_dir: str = ""
+    suite: str = "halfcheetah-arora6"  # the task suite (``tdmt.envs.list_suites()``)
     # teachers
-    teacher_algo: Literal["a2c", "sac"] = "a2c"
+    teacher_algo: Literal["a2c", "sac"] = "a2c"  # a2c: single-task A2C teachers (paper); sac: SAC (tdmt, faster)
     teacher_path: str = ""  # a teachers' model.pt to reuse (built with the same teacher_algo); empty: train them
-    teacher_frames_per_task: int = 3_000_000
-    teacher_envs_per_task: int = 16  # A2C teachers; SAC teachers step one env per task
-    sac_hidden: tuple[int, ...] = (256, 256)
-    sac_lr: float = 3e-4
-    sac_batch_per_task: int = 256
-    sac_random_frames: int = 1000  # per task, uniform random actions before the actor acts
-    sac_buffer_per_task: int = 1_000_000
+    teacher_total_steps: int = 3_000_000  # frames per task for the teachers (paper: 3M)
+    teacher_envs_per_task: int = 16  # A2C teachers' parallel envs per task; SAC teachers step one env per task
+    policy: Literal["gaussian", "tanh_normal"] = "gaussian"  # A2C teachers' and student's policy (SAC: tanh_normal)
+    obs_norm: bool = True  # A2C teachers normalise observations (public code); the student reads their statistics
+    sac_hidden: tuple[int, ...] = (256, 256)  # SAC teachers' hidden layers
+    sac_lr: float = 3e-4  # SAC teachers' Adam learning rate
+    sac_batch_size_per_task: int = 256  # SAC teachers' minibatch per task
+    sac_random_frames: int = 1000  # per task, uniform random actions before the SAC actor acts
+    sac_buffer_size_per_task: int = 1_000_000  # SAC teachers' replay size per task
     # student
-    frames_per_task: int = 1_000_000
-    num_envs_per_task: int = 16
-    t_max: int = 5
-    p_student: float = 1.0  # paper §3.1.4: multi-task rollouts are drawn from the student
+    total_steps: int = 1_000_000  # frames per task for the student (paper: 1M)
+    num_envs_per_task: int = 16  # parallel envs per task
+    t_max: int = 5  # rollout length
+    p_student: float = 1.0  # probability that a task's rollout is acted by the student (paper §3.1.4: 1)
     epochs: int = 1  # gradient steps on each rollout (the paper: 1)
-    direction: Literal["forward", "reverse"] = "forward"
-    update: Literal["cycle", "joint"] = "cycle"
-    lr: float = 7e-4
-    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at frames_per_task
-    rmsprop_alpha: float = 0.99
-    rmsprop_eps: float = 1e-5
-    max_grad_norm: float = 0.5
-    student_hidden: tuple[int, ...] = (64, 64)
+    direction: Literal["forward", "reverse"] = "forward"  # forward: KL(teacher‖student) (paper); reverse: KL(S‖T)
+    update: Literal["cycle", "joint"] = "cycle"  # cycle: one update per task in turn (paper); joint: one on all
+    lr: float = 7e-4  # student RMSprop learning rate
+    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at total_steps
+    rmsprop_alpha: float = 0.99  # RMSprop smoothing constant
+    rmsprop_eps: float = 1e-5  # RMSprop epsilon
+    max_grad_norm: float = 0.5  # gradient norm clip
+    student_hidden: tuple[int, ...] = (64, 64)  # student's shared hidden layers (paper: 2×64)
     # evaluation, logs, checkpoints (frames per task)
-    eval_every: int = 100_000
-    eval_episodes: int = 20
-    log_every: int = 10_000
-    checkpoint_every: int = 100_000
-    threads: int = 1
+    eval_every: int = 100_000  # frames per task between evaluations (0: only at the end)
+    eval_episodes: int = 20  # evaluation episodes per task (paper: 20 rollouts)
+    log_every: int = 10_000  # frames per task between metrics rows
+    checkpoint_every: int = 100_000  # frames per task between checkpoints (0: only when stopped)
 
-    def validate(self) -> None:
-        if not 0.0 <= self.p_student <= 1.0:
-            raise ValueError(f"p_student must be in [0, 1], got {self.p_student}")
-        for name in ("frames_per_task", "teacher_frames_per_task", "num_envs_per_task", "teacher_envs_per_task",
-                     "t_max", "epochs", "eval_episodes", "sac_batch_per_task", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    RANGES: ClassVar[dict[str, str]] = {
+        "teacher_total_steps": ">= 1", "teacher_envs_per_task": ">= 1", "sac_batch_size_per_task": ">= 1",
+        "sac_buffer_size_per_task": ">= 1", "sac_random_frames": ">= 0", "epochs": ">= 1",
+        "sac_hidden": "non-empty sizes >= 1", "student_hidden": "non-empty sizes >= 1"}
 
     @property
     def teacher_label(self) -> str:
         return "Scratch" if self.teacher_algo == "a2c" else "Teachers (SAC)"
 
+    @property
+    def distribution(self) -> str:
+        """The teachers' (and so the student's) policy distribution: SAC's is always ``tanh_normal``."""
+        return self.policy if self.teacher_algo == "a2c" else "tanh_normal"
+
 
 # ----------------------------------------------------------------------------------------------------- teachers
 def make_teacher_actor(cfg: Config, env: MultiTaskEnv):
-    """K independent Gaussian actors (no shared layer): A2C's 2×64 tanh, or SAC's ``sac_hidden`` ReLU."""
+    """K independent Gaussian actors (no shared layer): A2C's 2×64 tanh (``cfg.policy``), or SAC's ``sac_hidden``
+    ReLU TanhNormal."""
     s = env.suite
     if cfg.teacher_algo == "a2c":
         return make_gaussian_actor(s.num_tasks, s.obs_max, s.act_max, (64, 64), shared_trunk=False,
-                                   action_spec=env.action_spec)
+                                   action_spec=env.action_spec, distribution=cfg.distribution, act_dims=s.act_dims)
     return make_gaussian_actor(s.num_tasks, s.obs_max, s.act_max, cfg.sac_hidden, shared_trunk=False,
-                               activation=nn.ReLU, action_spec=env.action_spec)
+                               activation=nn.ReLU, action_spec=env.action_spec, distribution=cfg.distribution,
+                               act_dims=s.act_dims)
 
 
 def _concat(observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -137,8 +140,8 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
     loss.make_value_estimator(ValueEstimators.TD0, gamma=0.99)
     target = SoftUpdate(loss, tau=0.005)
     optim = torch.optim.Adam(loss.parameters(), lr=cfg.sac_lr)
-    replay = PerTaskReplayBuffer(s.num_tasks, min(cfg.sac_buffer_per_task, cfg.teacher_frames_per_task),
-                                 cfg.sac_batch_per_task)
+    replay = PerTaskReplayBuffer(s.num_tasks, min(cfg.sac_buffer_size_per_task, cfg.teacher_total_steps),
+                                 cfg.sac_batch_size_per_task)
     run = TrainingRun(run_dir, checkpoint_every=cfg.checkpoint_every)
     get_state = lambda: {"loss": loss.state_dict(), "optim": optim.state_dict()}  # noqa: E731
 
@@ -148,9 +151,9 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
 
     frames = run.resume(load, {"replay": replay})
     rollouts = Rollouts(env)
-    with run.guard(get_state, {"replay": replay}) as guard, tqdm(total=cfg.teacher_frames_per_task, initial=frames,
+    with run.guard(get_state, {"replay": replay}) as guard, tqdm(total=cfg.teacher_total_steps, initial=frames,
                                                                   desc="sac teachers") as bar:
-        while frames < cfg.teacher_frames_per_task:
+        while frames < cfg.teacher_total_steps:
             exploring = frames < cfg.sac_random_frames
             replay.extend(rollouts.collect(_random_policy(env) if exploring else actor, 1))
             if not exploring:
@@ -168,7 +171,7 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
                 run.save(frames, get_state, {"replay": replay})
             guard.check(frames)
     torch.save({"actor": actor.state_dict()}, run.dir / MODEL_FILE)
-    run.finish({"teacher_algo": "sac", "frames_per_task": frames})
+    run.finish({"teacher_algo": "sac", "total_steps": frames})
     env.close()
 
 
@@ -178,20 +181,20 @@ def _random_policy(env: MultiTaskEnv):
     return act
 
 
-def teachers_model_path(cfg: Config) -> str:
+def teachers_model_path(cfg: Config, run_dir: str) -> str:
     """Train (or resume) the teachers in ``<run_dir>/teachers`` unless ``teacher_path`` is given."""
     if cfg.teacher_path:
         return cfg.teacher_path
-    teacher_dir = f"{cfg.run_dir}/teachers"
+    teacher_dir = f"{run_dir}/teachers"
     done = (Path(teacher_dir) / SUMMARY).exists()
     if not done and cfg.teacher_algo == "sac":
         train_sac_teachers(cfg, teacher_dir)
     elif not done:
         a2c_multitask.run(a2c_multitask.Config(
             suite=cfg.suite, seed=cfg.seed + 20_000, run_dir=teacher_dir, architecture="independent",
-            frames_per_task=cfg.teacher_frames_per_task, num_envs_per_task=cfg.teacher_envs_per_task,
-            eval_every=0, eval_episodes=cfg.eval_episodes, log_every=cfg.log_every,
-            checkpoint_every=cfg.checkpoint_every, threads=cfg.threads))
+            total_steps=cfg.teacher_total_steps, num_envs_per_task=cfg.teacher_envs_per_task, policy=cfg.policy,
+            obs_norm=cfg.obs_norm, eval_every=0, eval_episodes=cfg.eval_episodes, log_every=cfg.log_every,
+            checkpoint_every=cfg.checkpoint_every, threads=cfg.threads, logger=cfg.logger, progress=cfg.progress))
     return f"{teacher_dir}/{MODEL_FILE}"
 
 
@@ -221,7 +224,7 @@ def distill(cfg: Config, student, teacher, run: TrainingRun, env: MultiTaskEnv,
     loss = KLGaussianDistillLoss(student, teacher, direction=cfg.direction,
                                  action_mask=action_masks(s.act_dims, s.act_max))
     optim = torch.optim.RMSprop(loss.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
-    heads = actor_net(student).stacked_parameters()
+    heads = actor_stacked_parameters(student)
     get_state = lambda: {"student": student.state_dict(), "optim": optim.state_dict()}  # noqa: E731
 
     def load(state: dict) -> None:
@@ -232,11 +235,11 @@ def distill(cfg: Config, student, teacher, run: TrainingRun, env: MultiTaskEnv,
     behaviour, rollouts = MixedBehaviour(student, teacher, s.num_tasks), Rollouts(env)
     per_iter = cfg.t_max * cfg.num_envs_per_task
     kl = torch.zeros(())
-    with run.guard(get_state) as guard, tqdm(total=cfg.frames_per_task, initial=frames, desc="distill") as bar:
-        while frames < cfg.frames_per_task:
+    with run.guard(get_state) as guard, tqdm(total=cfg.total_steps, initial=frames, desc="distill") as bar:
+        while frames < cfg.total_steps:
             if cfg.lr_schedule == "linear":
                 for group in optim.param_groups:
-                    group["lr"] = cfg.lr * (1 - frames / cfg.frames_per_task)
+                    group["lr"] = cfg.lr * (1 - frames / cfg.total_steps)
             behaviour.use_student = torch.rand(s.num_tasks) < cfg.p_student
             batch = rollouts.collect(behaviour, cfg.t_max)
             parts = [(batch[k], k) for k in range(s.num_tasks)] if cfg.update == "cycle" else [(batch, None)]
@@ -253,7 +256,7 @@ def distill(cfg: Config, student, teacher, run: TrainingRun, env: MultiTaskEnv,
             bar.update(per_iter)
             if crossed(before, frames, cfg.log_every):
                 run.metrics.log(frames, loss_kl=kl.item(), **rollouts.pop_returns(s.task_names, "behaviour"))
-            if crossed(before, frames, cfg.eval_every) and frames < cfg.frames_per_task:
+            if crossed(before, frames, cfg.eval_every) and frames < cfg.total_steps:
                 run.evals.log(frames, **eval_row([evaluate(eval_env, student)]))
             if crossed(before, frames, cfg.checkpoint_every):
                 run.save(frames, get_state)
@@ -276,40 +279,63 @@ def normalised_scores(student: EvalResult, teacher: EvalResult, random: EvalResu
             for s, t, r in zip(student.return_mean, teacher.return_mean, random.return_mean)]
 
 
+def teachers_obs_norm(state: dict, num_tasks: int, obs_dim: int) -> TaskObservationNorm | None:
+    """The teachers' observation statistics from their ``model.pt`` (A2C teachers with ``obs_norm``), else ``None``."""
+    if "obs_norm" not in state:
+        return None
+    norm = TaskObservationNorm(num_tasks, obs_dim)
+    norm.load_state_dict(state["obs_norm"])
+    return norm
+
+
+def _seen_through(env: MultiTaskEnv, norm: TaskObservationNorm | None) -> EnvBase:
+    return env if norm is None else TransformedEnv(env, norm.frozen())
+
+
 def run(cfg: Config) -> dict:
-    """Train (or load) the teachers, distil them into a multi-head student, evaluate; returns the summary."""
+    """Train (or load) the teachers, distil them into a multi-head student, evaluate; returns the summary.
+
+    The teachers' observation statistics (frozen) normalise what teachers and student see, and are saved with the
+    student in ``model.pt`` (``{"actor": ..., "obs_norm": ...}``, the layout of ``a2c_multitask``'s ``model.pt``).
+    """
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    cfg = dataclasses.replace(cfg, run_dir=default_run_dir("distill_kl", cfg.suite, cfg.seed, cfg.run_dir))
+    run_dir = cfg.resolved_run_dir()
     start = time.time()
-    model_path = teachers_model_path(cfg)
-    training = TrainingRun(cfg.run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
+    model_path = teachers_model_path(cfg, run_dir)
+    training = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     suite = get_suite(cfg.suite)
-    env = make_env(cfg.suite, seed=cfg.seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False)
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, task_onehot=False)
-    teacher = make_teacher_actor(cfg, env)
-    teacher.load_state_dict(torch.load(model_path)["actor"])
+    teacher_state = torch.load(model_path)
+    norm = teachers_obs_norm(teacher_state, suite.num_tasks, suite.obs_max)
+    base_env = make_env(cfg.suite, seed=cfg.seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False)
+    base_eval = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, task_onehot=False)
+    env, eval_env = _seen_through(base_env, norm), _seen_through(base_eval, norm)
+    teacher = make_teacher_actor(cfg, base_env)
+    teacher.load_state_dict(teacher_state["actor"])
     teacher.requires_grad_(False)
     student = make_gaussian_actor(suite.num_tasks, suite.obs_max, suite.act_max, cfg.student_hidden,
-                                  action_spec=env.action_spec)
+                                  action_spec=base_env.action_spec, distribution=cfg.distribution,
+                                  act_dims=suite.act_dims)
     result = distill(cfg, student, teacher, training, env, eval_env)
+    torch.save({"actor": student.state_dict(), **({"obs_norm": norm.state_dict()} if norm is not None else {})},
+               training.dir / MODEL_FILE)
     teacher_result = paired_evaluate(eval_env, teacher, cfg.seed + 10_000)
-    random_result = paired_evaluate(eval_env, _random_policy(eval_env), cfg.seed + 10_000)
+    random_result = paired_evaluate(eval_env, _random_policy(base_eval), cfg.seed + 10_000)
     scores = normalised_scores(result, teacher_result, random_result)
     write_report(training, f"KL distillation ({cfg.direction}) — {cfg.suite}",
                  table2(suite.task_names, {
                      cfg.teacher_label: (teacher_result, f"from {cfg.teacher_path}" if cfg.teacher_path
-                                         else f"{frames_text(cfg.teacher_frames_per_task)} per task"),
-                     "Distillation multi-task": (result, f"{frames_text(cfg.frames_per_task)} per task")}),
+                                         else f"{frames_text(cfg.teacher_total_steps)} per task"),
+                     "Distillation multi-task": (result, f"{frames_text(cfg.total_steps)} per task")}),
                  suite.task_names, notes=_score_table(suite.task_names, teacher_result, random_result, scores))
-    summary = {"recipe": "distill_kl", "suite": cfg.suite, "seed": cfg.seed, "frames_per_task": cfg.frames_per_task,
+    summary = {"recipe": "distill_kl", "suite": cfg.suite, "seed": cfg.seed, "total_steps": cfg.total_steps,
                "teacher_algo": cfg.teacher_algo, "wall_s": time.time() - start, **eval_row([result]),
                **{f"teacher/{k.split('/', 1)[1]}": v for k, v in eval_row([teacher_result]).items()},
                **{f"random/{n}/return": r for n, r in zip(suite.task_names, random_result.return_mean)},
                **{f"normalised/{n}": v for n, v in zip(suite.task_names, scores)}}
     training.finish(summary)
-    env.close()
-    eval_env.close()
+    base_env.close()
+    base_eval.close()
     return summary
 
 

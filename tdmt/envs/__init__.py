@@ -3,6 +3,7 @@
 import warnings
 
 from tdmt.envs.multitask import MultiTaskEnv, make_env, make_task_env
+from tdmt.envs.normalize import TaskObservationNorm
 from tdmt.envs.padding import PadSpaces, action_masks, observation_masks
 from tdmt.envs.suites import Suite, TaskSpec, get_suite, list_suites
 from tdmt.envs.transforms import PadAction, PadObservation, TaskIdTransform
@@ -15,6 +16,7 @@ warnings.filterwarnings(
     "ignore", message=".*(is not within the observation space|maximum and minimum values are equal).*")
 
 __all__ = [
-    "MultiTaskEnv", "PadAction", "PadObservation", "PadSpaces", "Suite", "TaskIdTransform", "TaskSpec",
+    "MultiTaskEnv", "PadAction", "PadObservation", "PadSpaces", "Suite", "TaskIdTransform", "TaskObservationNorm",
+    "TaskSpec",
     "action_masks", "get_suite", "list_suites", "make_env", "make_task_env", "observation_masks", "register_all",
 ]
