@@ -110,7 +110,40 @@ def test_env_batch_and_errors():
     td = TensorDict({"observation": torch.randn(K, OBS), "task_id": torch.arange(K)}, [K])  # env batch [K]
     assert bb.actor(td)["action"].shape == (K, ACT)
     assert set(BACKBONES) == {"mtsac", "mhsac", "pcgrad", "sm", "paco"}
-    with pytest.raises(ValueError, match="unknown backbone 'moe'; valid: \\['mtsac', 'mhsac', 'pcgrad', 'sm'"):
+    with pytest.raises(ValueError, match="backbone='moe' is not valid; valid: \\['mtsac', 'mhsac', 'pcgrad', 'sm'"):
         make_sac_backbone("moe", num_tasks=K, obs_dim=OBS, act_dim=ACT)
     with pytest.raises(ValueError, match="does not take options \\['module_size'\\]; valid: \\['param_sets'\\]"):
         make_sac_backbone("paco", num_tasks=K, obs_dim=OBS, act_dim=ACT, module_size=3)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("num_tasks", 0, "make_sac_backbone num_tasks=0 is out of range; valid: an int >= 1"),
+    ("obs_dim", -3, "make_sac_backbone obs_dim=-3 is out of range; valid: an int >= 1"),
+    ("act_dim", 2.5, "make_sac_backbone act_dim=2.5 is out of range; valid: an int >= 1"),
+    ("hidden", (8, 0), "make_sac_backbone hidden=\\[8, 0\\] is not valid; valid: sizes >= 1"),
+])
+def test_bad_sizes_are_one_line_errors(key, value, message):
+    sizes = {**dict(num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(8,)), key: value}
+    with pytest.raises(ValueError, match=message):
+        make_sac_backbone("mtsac", **sizes)
+    with pytest.raises(ValueError, match="Soft Modularization num_modules=0 is out of range; valid: >= 1"):
+        make_sac_backbone("sm", num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(8,), num_modules=0)
+    with pytest.raises(ValueError, match="routing_input='state' is not valid; valid: \\['state_and_task', 'task'\\]"):
+        make_sac_backbone("sm", num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(8,), routing_input="state")
+    with pytest.raises(ValueError, match="MHSAC hidden=\\(\\) is not valid"):
+        make_sac_backbone("mhsac", num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=())
+
+
+def test_sm_routing_input_state_and_task_or_task_only():
+    """The public CTPG code routes on F(s) ⊙ H(z) (``cond_obs=True``): the routing changes with the state;
+    ``routing_input="task"`` routes on H(z) alone: one routing per task, whatever the state."""
+    torch.manual_seed(0)
+    obs = torch.randn(K, N, OBS)
+    tid = torch.arange(K)[:, None].expand(K, N)
+    for routing_input, varies_with_state in (("state_and_task", True), ("task", False)):
+        net = SoftModularNet(K, OBS, 2, (32,), num_modules=4, module_size=16, routing_size=8,
+                             routing_input=routing_input)
+        probs = net.routing(net.state_repr(obs), tid)[0]  # [K, N, 4, 4]
+        same = torch.allclose(probs[:, 0], probs[:, 1])
+        assert same != varies_with_state, routing_input
+        assert not torch.allclose(probs[0, 0], probs[1, 0])  # the task changes the routing in both

@@ -184,7 +184,7 @@ def test_soft_update_set_keys_and_bad_input():
     torch.testing.assert_close(loss(renamed)["loss_qvalue"], ref["loss_qvalue"])
 
     bb = make_sac_backbone("mtsac", num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(8,))
-    with pytest.raises(ValueError, match="valid: \\['none', 'mean', 'sum'\\]"):
+    with pytest.raises(ValueError, match="reduction=.avg. is not valid; valid: \\[.none., .mean., .sum.\\]"):
         MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT), reduction="avg")
     with pytest.raises(ValueError, match="expected 1 or K=3"):
         MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT), target_entropy=[1.0, 2.0])
@@ -218,3 +218,83 @@ def test_next_task_id_defaults_to_the_rows_task():
     del without["next", "task_id"]
     torch.manual_seed(6)
     torch.testing.assert_close(loss(without)["loss_qvalue"], ref)
+
+
+def _convex_coefficients(rows: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``c`` with ``c @ rows == target`` (least squares), to check that a reset row is a mix of the kept rows."""
+    return torch.linalg.lstsq(rows.T, target.unsqueeze(-1)).solution.squeeze(-1)
+
+
+def test_paco_reset_mixes_the_kept_tasks_weights_into_the_masked_task():
+    """PaCo (Sun et al. 2022; the public CTPG code's ``reset_weight_by_task_mask``): a masked-out task's
+    composition weights become a random convex mix of the kept tasks' (one draw for actor, critics and targets)."""
+    torch.manual_seed(0)
+    bb = make_sac_backbone("paco", num_tasks=K, obs_dim=OBS, act_dim=ACT, hidden=(16,), param_sets=4)
+    loss = MultiTaskSACLoss(bb.actor, bb.qvalue, action_mask=action_masks(ACT_DIMS, ACT))
+    sources = (loss.actor_network_params, loss.qvalue_network_params, loss.target_qvalue_network_params)
+    keys = [(params, key) for params in sources for key in params.keys(True, True) if key[-1] == "task_weights"]
+    assert len(keys) == 3  # actor, twin critics [2, K, P], their targets
+    before = [params.get(key).detach().clone() for params, key in keys]
+    loss.reset_extreme_compositions(torch.ones(K))
+    for (params, key), old in zip(keys, before):
+        torch.testing.assert_close(params.get(key), old)  # nothing masked: nothing changes
+    loss.reset_extreme_compositions(torch.tensor([1.0, 0.0, 1.0]), generator=torch.Generator().manual_seed(3))
+    coefficients = []
+    for (params, key), old in zip(keys, before):
+        new = params.get(key).detach()
+        torch.testing.assert_close(new[..., [0, 2], :], old[..., [0, 2], :])  # kept tasks untouched
+        for w_old, w_new in zip(old.reshape(-1, K, 4), new.reshape(-1, K, 4)):
+            c = _convex_coefficients(w_old[[0, 2]], w_new[1])
+            torch.testing.assert_close(c @ w_old[[0, 2]], w_new[1])
+            assert (c >= 0).all() and c.sum().item() == pytest.approx(1.0, abs=1e-5)
+            coefficients.append(c)
+    for c in coefficients[1:]:
+        torch.testing.assert_close(c, coefficients[0], rtol=1e-4, atol=1e-4)
+    g = torch.Generator().manual_seed(3)  # the draw, by hand: uniform on the kept tasks, L1-normalised
+    draw = torch.rand(K, K, generator=g)[1, [0, 2]]
+    torch.testing.assert_close(coefficients[0], draw / draw.sum(), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(keys[0][0].get(keys[0][1])[1], before[0][1])
+
+
+def test_mask_out_decided_by_the_critic_loss_alone_by_default():
+    """The public CTPG code masks on the critic loss and reuses that mask for the actor; ``critic_or_actor`` lets an
+    extreme actor loss drop the task too. Task 1's α is huge, so its actor loss (α log π) is extreme; with γ = 0 its
+    critic target is the reward alone, so its critic loss is not."""
+    batch = make_batch()
+    for mask_out_on, kept in (("critic", [1.0, 1.0, 1.0]), ("critic_or_actor", [1.0, 0.0, 1.0])):
+        loss = make_loss(gamma=0.0, mask_out_threshold=3000.0, mask_out_start=0, mask_out_on=mask_out_on,
+                         loss_rescaling=False, alpha_max=1e9)
+        with torch.no_grad():
+            loss.log_alpha[1] = math.log(1e6)
+        torch.manual_seed(5)
+        out = loss(batch.clone())
+        assert out["task_kept"].tolist() == kept, mask_out_on
+    assert abs(out["loss_actor"][1].item()) == 0 and abs(make_loss()(batch.clone())["loss_actor"][1].item()) > 0
+
+
+def test_alpha_loss_forms_and_the_alpha_cap():
+    """``alpha``: ``L = α (-log π - H̄)`` (public CTPG code), gradient in log α = α·(−log π − H̄); ``log_alpha``:
+    ``-log α (log π + H̄)``, gradient −(log π + H̄). Same sign, so the same fixed point."""
+    batch = make_batch()
+    grads = {}
+    for form in ("alpha", "log_alpha"):
+        loss = make_loss(alpha_loss=form, alpha_init=0.5)
+        torch.manual_seed(3)
+        out = loss(batch.clone())
+        out["loss_alpha"].sum().backward()
+        grads[form] = loss.log_alpha.grad.clone()
+        gap = -out["entropy"] + loss.target_entropy  # per-task mean of log π + H̄
+        expected = 0.5 * -gap if form == "alpha" else -gap
+        torch.testing.assert_close(grads[form], expected)
+    torch.testing.assert_close(grads["alpha"], 0.5 * grads["log_alpha"])
+    capped = make_loss(alpha_max=1.0)
+    with torch.no_grad():
+        capped.log_alpha.copy_(torch.log(torch.tensor([0.5, 2.0, 8.0])))
+    capped.cap_alpha_()
+    torch.testing.assert_close(capped.alpha, torch.tensor([0.5, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="alpha_loss='exp' is not valid; valid: \\['alpha', 'log_alpha'\\]"):
+        make_loss(alpha_loss="exp")
+    with pytest.raises(ValueError, match="MultiTaskSACLoss mask_out_threshold=0 is out of range; valid: > 0"):
+        make_loss(mask_out_threshold=0)
+    with pytest.raises(ValueError, match="MultiTaskSACLoss alpha_max=0.5 is out of range; valid: >= alpha_init=1.0"):
+        make_loss(alpha_max=0.5)

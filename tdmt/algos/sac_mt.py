@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
@@ -29,8 +29,9 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate, ValueEstimators
 
 from tdmt.algos.run import TrainingRun
+from tdmt.config import BaseConfig
 from tdmt.data import PerTaskReplayBuffer
-from tdmt.envs import Suite, action_masks, get_suite, list_suites, make_env
+from tdmt.envs import MultiTaskEnv, Suite, action_masks, get_suite, make_env
 from tdmt.eval import EvalResult, eval_summary, evaluate
 from tdmt.modules.backbones import make_sac_backbone
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
@@ -43,58 +44,76 @@ TRANSITION_KEYS = ("observation", "task_id", "action", ("next", "observation"), 
                    ("next", "reward"), ("next", "done"), ("next", "terminated"))
 
 
+# Replay TOTALS of CTPG App. F.3 Table 3 and the public code's scripts/start.sh (5e5 for MT5; 1e6 MT8/MT10; 1e7
+# MT50), split evenly over the tasks (mtrl/replay_buffer.py: ``single_capacity = capacity // task_num``).
+PAPER_REPLAY_TOTAL = {"halfcheetah-mt5": 500_000, "halfcheetah-mt8": 1_000_000, "metaworld-mt10": 1_000_000,
+                      "metaworld-mt50": 10_000_000}
+DEFAULT_REPLAY_TOTAL = 1_000_000  # suites the paper does not use: Table 3's 1e6
+MAX_EVAL_ENVS_PER_TASK = 10  # env instances per task an evaluation builds; more episodes run in rounds
+
+
 @dataclasses.dataclass
-class Config:
-    suite: str = "halfcheetah-mt5"
-    seed: int = 0
-    run_dir: str = ""
-    backbone: Backbone = "mtsac"
-    hidden: tuple[int, ...] = ()  # () = the paper's size for the suite and backbone (see paper_sizes)
+class Config(BaseConfig):
+    """sac_mt: multi-task SAC (CTPG's Base runs, KTM-DRL's SAC-MT baseline); defaults are CTPG App. F.3's."""
+
+    suite: str = "halfcheetah-mt5"  # the task suite (``tdmt.envs.list_suites()``)
+    backbone: Backbone = "mtsac"  # mtsac | mhsac | pcgrad | sm | paco (CTPG Table 1 columns)
+    hidden: tuple[int, ...] = ()  # hidden sizes; () = the paper's for the suite and backbone (paper_sizes)
     total_steps: int = 800_000  # env steps per task (CTPG: 0.8M HalfCheetah, 1.5M Meta-World)
-    exploration_steps: int = 2000
-    updates_per_step: int = 1
-    batch_size_per_task: int = 128
-    buffer_size_per_task: int = 1_000_000
-    storage: Literal["memory", "memmap"] = "memory"
-    lr: float = 1e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    reward_scale: float = 0.1
-    alpha_init: float = 1.0
-    loss_rescaling: bool = True
-    mask_out_threshold: float = 3000.0
-    mask_out_start: int = 100_000
-    eval_every: int = 10_000
-    eval_episodes: int = 10
-    log_every: int = 1000
-    checkpoint_every: int = 50_000
-    num_threads: int = 1
-    device: str = "cpu"  # networks and updates ("cuda" on a GPU); envs and replay stay on the CPU
+    exploration_steps: int = 2000  # uniform random actions before the first update (App. F.3)
+    updates_per_step: int = 1  # SAC updates per env step of all tasks (App. F.3: 1)
+    batch_size_per_task: int = 128  # transitions per task in each update (App. F.3: 128 x K)
+    buffer_size_per_task: int = 0  # replay per task; 0: the paper's total / K (5e5 MT5, 1e6 MT8/MT10, 1e7 MT50)
+    storage: Literal["memory", "memmap"] = "memory"  # replay storage: RAM, or memory-mapped files in the run folder
+    lr: float = 1e-4  # Adam learning rate of actor, critics and temperatures (App. F.3)
+    gamma: float = 0.99  # discount (App. F.3)
+    tau: float = 0.005  # soft target update rate (DESIGN §6; the public code uses 0.01)
+    reward_scale: float = 0.1  # rewards are multiplied by this before storage (App. F.3)
+    alpha_init: float = 1.0  # initial SAC temperature of every task (public code: init_temperature 1.0)
+    alpha_loss: Literal["alpha", "log_alpha"] = "alpha"  # alpha*(-logpi-H) (public code) or -log(alpha)*(logpi+H)
+    alpha_max: float = 1.0  # cap on each task's temperature after every step (public code: max_alpha 1.0)
+    max_grad_norm: float = 0.1  # gradient-norm clip of actor, critics and temperatures, each (public code: 0.1)
+    loss_rescaling: bool = True  # weight task losses by K*softmax(-log alpha) (CTPG Eq. 21)
+    mask_out_threshold: float = 3000.0  # drop a task from the total loss when its loss exceeds this (App. F.2)
+    mask_out_start: int = 100_000  # env steps before the mask-out may act (App. F.2)
+    mask_out_on: Literal["critic", "critic_or_actor"] = "critic"  # the loss that decides the mask-out (public code)
+    paco_reset: bool = True  # PaCo: reset a masked-out task's composition weights to a random mix of the others'
+    sm_routing_input: Literal["state_and_task", "task"] = "state_and_task"  # SM routes on F(s)*H(z) (public code)
+    eval_every: int = 10_000  # env steps per task between evaluations (public code: eval_freq 10000; 0: only the final)
+    final_eval_episodes: int = 100  # episodes per task of the final policy's evaluation: the Table 1 number
+
+    DEVICES: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    RANGES: ClassVar[dict[str, str]] = {
+        "buffer_size_per_task": ">= 0", "updates_per_step": ">= 1", "alpha_init": "> 0", "alpha_max": "> 0",
+        "mask_out_threshold": "> 0", "mask_out_start": ">= 0", "final_eval_episodes": ">= 1",
+    }
 
     def validate(self) -> None:
-        if self.suite not in list_suites():
-            raise ValueError(f"unknown suite {self.suite!r}; valid: {list_suites()}")
-        for name in ("total_steps", "batch_size_per_task", "buffer_size_per_task", "eval_every", "eval_episodes",
-                     "log_every", "num_threads", "updates_per_step"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().validate()
         if self.exploration_steps < 1:
-            raise ValueError(f"exploration_steps must be >= 1 (updates need data), got {self.exploration_steps}")
-        if not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
-            raise ValueError(f"need 0 < tau <= 1 and 0 <= gamma <= 1, got tau={self.tau}, gamma={self.gamma}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+            raise ValueError(f"exploration_steps={self.exploration_steps} is out of range; valid: >= 1 (updates need "
+                             "data)")
+        if self.alpha_max < self.alpha_init:
+            raise ValueError(f"alpha_max={self.alpha_max} is below alpha_init={self.alpha_init}; valid: alpha_max >= "
+                             "alpha_init")
 
-    def resolved_run_dir(self) -> str:
-        """``run_dir``, or ``runs/sac_mt/<backbone>/<suite>/seed<seed>`` when empty."""
-        return self.run_dir or f"runs/sac_mt/{self.backbone}/{self.suite}/seed{self.seed}"
+    def replay_size_per_task(self, suite: Suite) -> int:
+        """``buffer_size_per_task``, or the paper's replay total for ``suite`` split evenly over its K tasks."""
+        if self.buffer_size_per_task:
+            return self.buffer_size_per_task
+        return max(1, PAPER_REPLAY_TOTAL.get(suite.name, DEFAULT_REPLAY_TOTAL) // suite.num_tasks)
 
 
-def paper_sizes(suite: str, backbone: str, hidden: tuple[int, ...] = ()) -> tuple[tuple[int, ...], dict]:
-    """Hidden sizes and backbone options of CTPG App. F.3 (Tables 4–8) for ``suite``; ``hidden`` overrides."""
+def paper_sizes(suite: str, backbone: str, hidden: tuple[int, ...] = (), routing_input: str = "state_and_task"
+                ) -> tuple[tuple[int, ...], dict]:
+    """Hidden sizes and backbone options of CTPG App. F.3 (Tables 4–8) for ``suite``; ``hidden`` overrides.
+
+    ``routing_input`` is Soft Modularization's (``sm_routing_input``).
+    """
     metaworld = suite.startswith("metaworld")
     if backbone == "sm":
         default, options = ((400, 400), {"module_size": 128}) if metaworld else ((400,), {"module_size": 64})
+        options["routing_input"] = routing_input
     elif backbone == "paco":
         default, options = (400,) * (3 if metaworld else 2), {}
     else:
@@ -108,23 +127,29 @@ class MultiTaskSAC:
     def __init__(self, cfg: Config, suite: Suite):
         self.cfg, self.suite = cfg, suite
         self.device = torch.device(cfg.device)
-        hidden, options = paper_sizes(suite.name, cfg.backbone, cfg.hidden)
+        hidden, options = paper_sizes(suite.name, cfg.backbone, cfg.hidden, cfg.sm_routing_input)
         backbone = make_sac_backbone(cfg.backbone, num_tasks=suite.num_tasks, obs_dim=suite.obs_max,
                                      act_dim=suite.act_max, hidden=hidden, **options)
         self.actor = backbone.actor.to(self.device)
         self.mask = action_masks(suite.act_dims, suite.act_max).to(self.device)
         self.loss = MultiTaskSACLoss(self.actor, backbone.qvalue.to(self.device), action_mask=self.mask,
                                      alpha_init=cfg.alpha_init, mask_out_threshold=cfg.mask_out_threshold,
-                                     mask_out_start=cfg.mask_out_start, loss_rescaling=cfg.loss_rescaling)
+                                     mask_out_start=cfg.mask_out_start, mask_out_on=cfg.mask_out_on,
+                                     loss_rescaling=cfg.loss_rescaling, alpha_loss=cfg.alpha_loss,
+                                     alpha_max=cfg.alpha_max)
         self.loss.make_value_estimator(ValueEstimators.TD0, gamma=cfg.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
-        actor_opt = torch.optim.Adam(list(self.loss.actor_network_params.values(True, True)), lr=cfg.lr)
-        critic_opt = torch.optim.Adam(list(self.loss.qvalue_network_params.values(True, True)), lr=cfg.lr)
+        self.params = {"actor": list(self.loss.actor_network_params.values(True, True)),
+                       "critic": list(self.loss.qvalue_network_params.values(True, True)),
+                       "alpha": [self.loss.log_alpha]}
+        actor_opt = torch.optim.Adam(self.params["actor"], lr=cfg.lr)
+        critic_opt = torch.optim.Adam(self.params["critic"], lr=cfg.lr)
         self.pcgrad = cfg.backbone == "pcgrad"
         if self.pcgrad:  # "mean" so that without conflicts the step equals the plain mean loss's
             actor_opt, critic_opt = PCGrad(actor_opt, reduction="mean"), PCGrad(critic_opt, reduction="mean")
         self.optimizers = {"actor": actor_opt, "critic": critic_opt,
-                           "alpha": torch.optim.Adam([self.loss.log_alpha], lr=cfg.lr)}
+                           "alpha": torch.optim.Adam(self.params["alpha"], lr=cfg.lr)}
+        self.paco_reset = cfg.backbone == "paco" and cfg.paco_reset
         self.updates = 0
 
     def act(self, td: TensorDictBase) -> TensorDictBase:
@@ -144,7 +169,9 @@ class MultiTaskSAC:
         return td.set("action", td.get("action") * mask)
 
     def update(self, batch: TensorDictBase, env_steps: int) -> dict[str, torch.Tensor]:
-        """One SAC update on a ``[K, N]`` batch: critics, actor, temperatures, then the soft target update."""
+        """One SAC update on a ``[K, N]`` batch: critics, actor, temperatures (each gradient clipped to
+        ``max_grad_norm``, α capped at ``alpha_max``: the public code), PaCo's reset of masked-out tasks, then the
+        soft target update."""
         self.loss.set_env_steps(env_steps)
         out = self.loss(batch)
         for opt in self.optimizers.values():
@@ -155,8 +182,14 @@ class MultiTaskSAC:
             out["loss_alpha"].mean().backward()
         else:
             (out["loss_qvalue"].mean() + out["loss_actor"].mean() + out["loss_alpha"].mean()).backward()
+        if self.cfg.max_grad_norm < math.inf:
+            for params in self.params.values():
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         for opt in self.optimizers.values():
             opt.step()
+        self.loss.cap_alpha_()
+        if self.paco_reset and env_steps >= self.cfg.mask_out_start:
+            self.loss.reset_extreme_compositions(out["task_kept"])
         self.target_updater.step()
         self.updates += 1
         return {key: value.detach() for key, value in out.items()}
@@ -181,12 +214,36 @@ def update_metrics(out: dict[str, torch.Tensor], task_names: list[str]) -> dict[
     return row
 
 
+def eval_envs_per_task(cfg: Config) -> int:
+    """Env instances per task of the evaluation env: the largest divisor of both ``eval_episodes`` and
+    ``final_eval_episodes`` up to ``MAX_EVAL_ENVS_PER_TASK`` (more episodes run in rounds on the same instances)."""
+    common = math.gcd(cfg.eval_episodes, cfg.final_eval_episodes)
+    return max(d for d in range(1, min(common, MAX_EVAL_ENVS_PER_TASK) + 1) if common % d == 0)
+
+
+def evaluate_episodes(env: MultiTaskEnv, policy, episodes: int) -> EvalResult:
+    """``episodes`` deterministic episodes per task in rounds of ``env.num_envs_per_task`` (which divides it), on
+    the same env instances: mean return, pooled std (``√(mean of var + mean²) - mean²``) and success rate."""
+    per_round = env.num_envs_per_task
+    if episodes % per_round:
+        raise ValueError(f"episodes={episodes} is not a multiple of the {per_round} envs per task")
+    rounds = [evaluate(env, policy) for _ in range(episodes // per_round)]
+    mean = torch.tensor([r.return_mean for r in rounds]).mean(0)
+    second = torch.tensor([[m * m + v * v for m, v in zip(r.return_mean, r.return_std)] for r in rounds]).mean(0)
+    std = (second - mean * mean).clamp_min(0).sqrt()
+    success = None
+    if rounds[0].success_rate is not None:
+        success = torch.tensor([r.success_rate for r in rounds]).mean(0).tolist()
+    return EvalResult(rounds[0].task_names, mean.tolist(), std.tolist(), success)
+
+
 def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -> None:
     rows = run.evals.rows()
     metric = "success" if suite.success_metric else "return"
     plot_curves({f"SAC-MT ({cfg.backbone})": [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
                 title=f"sac_mt {cfg.backbone} on {suite.name}, seed {cfg.seed}")
-    header = ["task", "final return", "max average return"] + (["final success"] if suite.success_metric else [])
+    header = ["task", f"final return ({cfg.final_eval_episodes} ep.)", "max average return"] + (
+        ["final success"] if suite.success_metric else [])
     table = []
     for name in suite.task_names:
         values = [float(r[f"eval/{name}/return"]) for r in rows]
@@ -197,12 +254,13 @@ def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -
     text = (f"# sac_mt ({cfg.backbone}) on {suite.name}, seed {cfg.seed}\n\n"
             f"{summary['steps']} env steps per task, {summary['updates']} updates, "
             f"{summary['wall_time_s'] / 60:.1f} min. Evaluation: {cfg.eval_episodes} deterministic episodes per task "
-            f"every {cfg.eval_every} steps.\n\n" + markdown_table(header, table))
+            f"every {cfg.eval_every} steps, and the final policy over {cfg.final_eval_episodes} (CTPG Table 1: final; "
+            "KTM-DRL Table 1: max average).\n\n" + markdown_table(header, table))
     write_text(run.dir / "results.md", text)
 
 
-def _evaluate(run: TrainingRun, eval_env, sac: MultiTaskSAC, step: int) -> EvalResult:
-    result = evaluate(eval_env, sac.act)
+def _evaluate(run: TrainingRun, eval_env: MultiTaskEnv, sac: MultiTaskSAC, step: int, episodes: int) -> EvalResult:
+    result = evaluate_episodes(eval_env, sac.act, episodes)
     run.evals.log(step, **result.as_row())
     return result
 
@@ -211,13 +269,13 @@ def run(cfg: Config) -> dict:
     """Train multi-task SAC on ``cfg.suite`` (resuming from ``cfg.run_dir`` if it holds a checkpoint)."""
     cfg.validate()
     cfg = dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir())
-    torch.set_num_threads(cfg.num_threads)
+    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     suite = get_suite(cfg.suite)
     env = make_env(cfg.suite, seed=cfg.seed)  # envs and replay stay on the CPU; networks live on cfg.device
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes)
+    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=eval_envs_per_task(cfg))
     sac = MultiTaskSAC(cfg, suite)
-    replay = PerTaskReplayBuffer(suite.num_tasks, cfg.buffer_size_per_task, cfg.batch_size_per_task,
+    replay = PerTaskReplayBuffer(suite.num_tasks, cfg.replay_size_per_task(suite), cfg.batch_size_per_task,
                                  storage=cfg.storage)
     buffers = {"replay": replay}
     run_ = TrainingRun(cfg.run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
@@ -227,7 +285,7 @@ def run(cfg: Config) -> dict:
     start, last = time.time(), None
     with run_.guard(sac.state_dict, buffers) as guard:
         for step in tqdm(range(first, cfg.total_steps + 1), desc=f"sac_mt {cfg.backbone} {suite.name}",
-                         initial=first - 1, total=cfg.total_steps, disable=None):
+                         initial=first - 1, total=cfg.total_steps, disable=not cfg.progress):
             sac.explore(td, random=step <= cfg.exploration_steps)
             transition, td = env.step_and_maybe_reset(td)
             stored = transition.select(*TRANSITION_KEYS)
@@ -246,13 +304,15 @@ def run(cfg: Config) -> dict:
             if step % cfg.log_every == 0 and last is not None:
                 sps = (step - first + 1) / max(time.time() - start, 1e-9)
                 run_.metrics.log(step, **update_metrics(last, suite.task_names), steps_per_s=sps)
-            if step % cfg.eval_every == 0:
-                _evaluate(run_, eval_env, sac, step)
+            if step == cfg.total_steps:  # the final policy over final_eval_episodes (CTPG Table 1)
+                _evaluate(run_, eval_env, sac, step, cfg.final_eval_episodes)
+            elif cfg.eval_every and step % cfg.eval_every == 0:
+                _evaluate(run_, eval_env, sac, step, cfg.eval_episodes)
             run_.maybe_checkpoint(step, sac.state_dict, buffers)
             guard.check(step)
     rows = run_.evals.rows()
-    if not rows or int(float(rows[-1]["step"])) != cfg.total_steps:
-        _evaluate(run_, eval_env, sac, cfg.total_steps)
+    if not rows or int(float(rows[-1]["step"])) != cfg.total_steps:  # resumed past the end of the loop
+        _evaluate(run_, eval_env, sac, cfg.total_steps, cfg.final_eval_episodes)
         rows = run_.evals.rows()
     summary = _summary(cfg, suite, rows, sac, time.time() - start, run_.resumed_from)
     _write_results(run_, cfg, suite, summary)
@@ -266,6 +326,7 @@ def _summary(cfg: Config, suite: Suite, rows: list[dict], sac: MultiTaskSAC, wal
              resumed_from: int | None) -> dict:
     summary = {"recipe": "sac_mt", "suite": suite.name, "backbone": cfg.backbone, "seed": cfg.seed,
                "steps": cfg.total_steps, "updates": sac.updates, "wall_time_s": wall, "resumed_from": resumed_from,
+               "final_eval_episodes": cfg.final_eval_episodes,
                **eval_summary(rows, suite.task_names, suite.success_metric),
                "final_alpha": dict(zip(suite.task_names, sac.loss.alpha.tolist()))}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}

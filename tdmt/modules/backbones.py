@@ -28,7 +28,8 @@ Backbones (``name``):
   ``[observation, one_hot(task_id)]``.
 * ``mhsac``: shared MLP trunk on ``observation``, one linear head per task (``StackedLinear``).
 * ``sm`` (Soft Modularization, Yang et al. 2020): state representation ``F(s)`` (MLP ``hidden``), task embedding
-  ``H(z)``; routing features ``g = ReLU(W(F(s) ⊙ H(z)))`` (``routing_size``); routing logits
+  ``H(z)``; routing features ``g = ReLU(W(F(s) ⊙ H(z)))`` (``routing_size``; ``routing_input="state_and_task"``,
+  the public CTPG code's ``cond_obs=True``; ``"task"`` routes on ``H(z)`` alone); routing logits
   ``p^1 = W_d^1 g``, ``p^{l+1} = W_d^{l+1} (ReLU(W_u^l softmax(p^l)) ⊙ g)``; base network of ``num_layers`` ×
   ``num_modules`` modules (``module_size``), module i of layer l+1 reads ``Σ_j softmax_j(p^l)_{ij} ReLU(o^l_j)``,
   the output layer reads the routed mix of the last layer's modules.
@@ -52,6 +53,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 from tdmt.modules.stacked import StackedLinear, apply_per_task
 
 BACKBONES = ("mtsac", "mhsac", "pcgrad", "sm", "paco")
+SM_ROUTING_INPUTS = ("state_and_task", "task")
 
 
 def act_as(td: TensorDictBase, task_id: int | Tensor) -> TensorDictBase:
@@ -116,7 +118,7 @@ class MultiHeadMLP(nn.Module):
     def __init__(self, num_tasks: int, in_features: int, out_features: int, hidden: Sequence[int]):
         super().__init__()
         if not hidden:
-            raise ValueError("MHSAC needs at least one hidden layer for its shared trunk")
+            raise ValueError("MHSAC hidden=() is not valid; valid: one or more sizes >= 1 (the shared trunk)")
         self.num_tasks = num_tasks
         self.trunk = mlp(in_features, hidden)
         self.heads = StackedLinear(num_tasks, hidden[-1], out_features)
@@ -142,12 +144,20 @@ class SoftModularNet(nn.Module):
     """
 
     def __init__(self, num_tasks: int, in_features: int, out_features: int, hidden: Sequence[int], *,
-                 num_layers: int = 4, num_modules: int = 4, module_size: int = 64, routing_size: int = 128):
+                 num_layers: int = 4, num_modules: int = 4, module_size: int = 64, routing_size: int = 128,
+                 routing_input: str = "state_and_task"):
         super().__init__()
         if not hidden:
-            raise ValueError("Soft Modularization needs at least one hidden layer for its state representation")
-        if num_layers < 2 or num_modules < 1:
-            raise ValueError(f"need num_layers >= 2 and num_modules >= 1, got {num_layers}, {num_modules}")
+            raise ValueError("Soft Modularization hidden=() is not valid; valid: one or more sizes >= 1 (the state "
+                             "representation)")
+        for name, value, low in (("num_layers", num_layers, 2), ("num_modules", num_modules, 1),
+                                 ("module_size", module_size, 1), ("routing_size", routing_size, 1)):
+            if value < low:
+                raise ValueError(f"Soft Modularization {name}={value} is out of range; valid: >= {low}")
+        if routing_input not in SM_ROUTING_INPUTS:
+            raise ValueError(f"Soft Modularization routing_input={routing_input!r} is not valid; valid: "
+                             f"{list(SM_ROUTING_INPUTS)}")
+        self.routing_on_state = routing_input == "state_and_task"
         n, M, D = num_modules, module_size, hidden[-1]
         self.num_tasks, self.num_layers, self.num_modules = num_tasks, num_layers, num_modules
         self.state_repr = mlp(in_features, hidden)
@@ -166,7 +176,8 @@ class SoftModularNet(nn.Module):
     def routing(self, state: Tensor, task_id: Tensor) -> list[Tensor]:
         """Per-row routing probabilities: ``num_layers - 1`` tensors ``[*batch, n, n]`` then ``[*batch, n]``."""
         n = self.num_modules
-        g = torch.relu(self.routing_in(state * self.task_repr(task_id)))
+        task = self.task_repr(task_id)
+        g = torch.relu(self.routing_in(state * task if self.routing_on_state else task.expand_as(state)))
         probs: list[Tensor] = []
         logits = self.route_down[0](g)
         for layer in range(1, self.num_layers):
@@ -206,7 +217,7 @@ class PaCoMLP(nn.Module):
                  param_sets: int = 3):
         super().__init__()
         if param_sets < 1:
-            raise ValueError(f"param_sets must be >= 1, got {param_sets}")
+            raise ValueError(f"PaCo param_sets={param_sets} is out of range; valid: >= 1")
         self.num_tasks, self.param_sets = num_tasks, param_sets
         sizes = [in_features, *hidden, out_features]
         self.weights = nn.ParameterList()
@@ -243,7 +254,8 @@ class PaCoMLP(nn.Module):
 
 
 _NETS = {"mtsac": OneHotMLP, "pcgrad": OneHotMLP, "mhsac": MultiHeadMLP, "sm": SoftModularNet, "paco": PaCoMLP}
-_OPTIONS = {"sm": ("num_layers", "num_modules", "module_size", "routing_size"), "paco": ("param_sets",)}
+_OPTIONS = {"sm": ("num_layers", "num_modules", "module_size", "routing_size", "routing_input"),
+            "paco": ("param_sets",)}
 
 
 class _ActorNet(nn.Module):
@@ -282,10 +294,16 @@ def make_sac_backbone(name: str, *, num_tasks: int, obs_dim: int, act_dim: int,
     """Actor and critic of backbone ``name`` (one of ``BACKBONES``) for padded sizes ``obs_dim``/``act_dim``.
 
     ``options``: ``sm`` takes ``num_layers`` (4), ``num_modules`` (4), ``module_size`` (64), ``routing_size``
-    (128), with ``hidden`` its state representation; ``paco`` takes ``param_sets`` (3).
+    (128), ``routing_input`` (``"state_and_task"``), with ``hidden`` its state representation; ``paco`` takes
+    ``param_sets`` (3).
     """
     if name not in _NETS:
-        raise ValueError(f"unknown backbone {name!r}; valid: {list(BACKBONES)}")
+        raise ValueError(f"backbone={name!r} is not valid; valid: {list(BACKBONES)}")
+    for key, value in (("num_tasks", num_tasks), ("obs_dim", obs_dim), ("act_dim", act_dim)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"make_sac_backbone {key}={value!r} is out of range; valid: an int >= 1")
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+        raise ValueError(f"make_sac_backbone hidden={list(hidden)!r} is not valid; valid: sizes >= 1")
     allowed = _OPTIONS.get(name, ())
     unknown = sorted(set(options) - set(allowed))
     if unknown:

@@ -23,11 +23,18 @@ Equations (task i = the row's ``task_id``; ``m_i`` its action mask; ``ã ~ π(·
 * critic: ``y = r + γ (1 - terminated) [min_j Q'_j(s', g^i(ã')) - α_i log π(ã'|s')]``,
   ``L_Q,i = mean_n Σ_j (Q_j(s, a) - y)²`` (Eq. 3).
 * actor: ``L_π,i = mean_n [α_i log π(ã|s) - min_j Q_j(s, g^i(ã))]`` (Eq. 2).
-* temperature: ``L_α,i = -mean_n log α_i (log π(ã|s) + H̄_i)`` with ``H̄_i = -act_i`` (Eq. 4), one ``log α`` per task.
+* temperature (Eq. 4, one ``log α`` per task, ``H̄_i = -act_i``), in one of two forms with the same fixed point
+  (``alpha_loss``): ``"log_alpha"`` ``L_α,i = -mean_n log α_i (log π(ã|s) + H̄_i)`` (Haarnoja et al., TorchRL) or
+  ``"alpha"`` ``L_α,i = mean_n α_i (-log π(ã|s) - H̄_i)`` (the public CTPG code, ``mtrl/agent/sac.py``: its gradient
+  in ``log α`` is the first's times α). ``alpha_max`` caps α after each step (:meth:`cap_alpha_`; 1.0 in the public
+  code).
 * loss rescaling (Yang et al. 2020, CTPG Eq. 21): ``w = K · softmax(-log α)`` (detached), applied to L_Q and L_π.
-* mask-out of extreme tasks (CTPG App. F.2, PaCo): once ``env_steps ≥ mask_out_start``, a task whose critic or
-  actor loss magnitude exceeds ``mask_out_threshold`` is dropped from L_Q and L_π (its temperature loss stays:
-  it is per task and shares nothing).
+* mask-out of extreme tasks (CTPG App. F.2, PaCo): once ``env_steps ≥ mask_out_start``, a task whose loss magnitude
+  exceeds ``mask_out_threshold`` is dropped from L_Q and L_π (its temperature loss stays: it is per task and shares
+  nothing). ``mask_out_on="critic"`` (the public CTPG code, ``mask_extreme_task``: the critic loss decides, the actor
+  loss reuses its mask) or ``"critic_or_actor"`` (either loss may drop the task).
+* PaCo's reset (Sun et al. 2022, public CTPG code ``reset_weight_by_task_mask``): :meth:`reset_extreme_compositions`
+  sets a masked-out task's composition weights ``w_τ`` to a random convex mix of the kept tasks' ``w``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ from torchrl.objectives.common import LossModule
 from torchrl.objectives.utils import ValueEstimators, _vmap_func, dispatch_value_estimator, distance_loss
 
 REDUCTIONS = ("none", "mean", "sum")
+ALPHA_LOSSES = ("alpha", "log_alpha")
+MASK_OUT_ON = ("critic", "critic_or_actor")
+LOSS_FUNCTIONS = ("l2", "l1", "smooth_l1")
 
 
 def loss_rescaling_weights(log_alpha: Tensor) -> Tensor:
@@ -102,6 +112,9 @@ class MultiTaskSACLoss(LossModule):
         target_entropy: ``"auto"`` (``-act_i`` per task), one float for all tasks, or K floats.
         mask_out_threshold, mask_out_start: the extreme-task mask-out (3000 and 100k env steps in CTPG/PaCo);
             ``mask_out_threshold=math.inf`` turns it off.
+        mask_out_on: ``"critic"`` (the public CTPG code) or ``"critic_or_actor"``: which losses decide the mask-out.
+        alpha_loss: ``"log_alpha"`` (TorchRL's form) or ``"alpha"`` (the public CTPG code's); module docstring.
+        alpha_max: cap on every α (``math.inf``: none), applied by :meth:`cap_alpha_` after the optimizer step.
         loss_rescaling: apply ``w = K · softmax(-log α)``; ``False`` gives ``w = 1``.
         delay_qvalue: keep target critics (updated by ``SoftUpdate``).
         reduction: ``"none"`` → per-task losses ``[K]``; ``"mean"``/``"sum"`` over tasks.
@@ -135,20 +148,31 @@ class MultiTaskSACLoss(LossModule):
     def __init__(self, actor_network: ProbabilisticTensorDictSequential, qvalue_network: TensorDictModule, *,
                  action_mask: Tensor, num_qvalue_nets: int = 2, loss_function: str = "l2", alpha_init: float = 1.0,
                  target_entropy: str | float | Sequence[float] = "auto", mask_out_threshold: float = 3000.0,
-                 mask_out_start: int = 100_000, loss_rescaling: bool = True, delay_qvalue: bool = True,
+                 mask_out_start: int = 100_000, mask_out_on: str = "critic", loss_rescaling: bool = True,
+                 alpha_loss: str = "log_alpha", alpha_max: float = math.inf, delay_qvalue: bool = True,
                  reduction: str = "none") -> None:
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; valid: {list(REDUCTIONS)}")
-        if action_mask.dim() != 2:
-            raise ValueError(f"action_mask must be [K, act_max], got shape {tuple(action_mask.shape)}")
-        if alpha_init <= 0:
-            raise ValueError(f"alpha_init must be > 0, got {alpha_init}")
+        for name, value, valid in (("reduction", reduction, REDUCTIONS), ("mask_out_on", mask_out_on, MASK_OUT_ON),
+                                   ("alpha_loss", alpha_loss, ALPHA_LOSSES),
+                                   ("loss_function", loss_function, LOSS_FUNCTIONS)):
+            if value not in valid:
+                raise ValueError(f"MultiTaskSACLoss {name}={value!r} is not valid; valid: {list(valid)}")
+        if action_mask.dim() != 2 or action_mask.shape[0] < 1:
+            raise ValueError(f"MultiTaskSACLoss action_mask must be [K, act_max] with K >= 1, got shape "
+                             f"{tuple(action_mask.shape)}")
+        for name, value, ok, valid in (("alpha_init", alpha_init, alpha_init > 0, "> 0"),
+                                       ("alpha_max", alpha_max, alpha_max >= alpha_init, f">= alpha_init={alpha_init}"),
+                                       ("num_qvalue_nets", num_qvalue_nets, num_qvalue_nets >= 1, ">= 1"),
+                                       ("mask_out_threshold", mask_out_threshold, mask_out_threshold > 0, "> 0"),
+                                       ("mask_out_start", mask_out_start, mask_out_start >= 0, ">= 0")):
+            if not ok or value != value:
+                raise ValueError(f"MultiTaskSACLoss {name}={value!r} is out of range; valid: {valid}")
         super().__init__()
         self._in_keys = None
         self.num_tasks = action_mask.shape[0]
         self.num_qvalue_nets = num_qvalue_nets
         self.loss_function, self.reduction, self.loss_rescaling = loss_function, reduction, loss_rescaling
         self.mask_out_threshold, self.mask_out_start = float(mask_out_threshold), int(mask_out_start)
+        self.mask_out_on, self.alpha_loss_form, self.alpha_max = mask_out_on, alpha_loss, float(alpha_max)
         self.delay_qvalue = delay_qvalue
         self.convert_to_functional(actor_network, "actor_network", create_target_params=False)
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets,
@@ -321,8 +345,43 @@ class MultiTaskSACLoss(LossModule):
         return self._row_alpha(td) * log_prob - min_q, log_prob.detach()
 
     def alpha_loss(self, log_prob: Tensor, task_id: Tensor) -> Tensor:
-        """Per-row temperature loss ``-log α_i (log π + H̄_i)``."""
-        return -self.log_alpha[task_id] * (log_prob + self.target_entropy[task_id])
+        """Per-row temperature loss: ``-log α_i (log π + H̄_i)`` or, with ``alpha_loss="alpha"``,
+        ``α_i (-log π - H̄_i)`` (module docstring)."""
+        gap = log_prob + self.target_entropy[task_id]
+        if self.alpha_loss_form == "alpha":
+            return -self.log_alpha[task_id].exp() * gap
+        return -self.log_alpha[task_id] * gap
+
+    @torch.no_grad()
+    def cap_alpha_(self) -> None:
+        """``log α ← min(log α, log alpha_max)`` (the public CTPG code's ``max_alpha``, after each α step)."""
+        if self.alpha_max < math.inf:
+            self.log_alpha.clamp_(max=math.log(self.alpha_max))
+
+    @torch.no_grad()
+    def reset_extreme_compositions(self, kept: Tensor, generator: torch.Generator | None = None) -> None:
+        """PaCo's reset (Sun et al. 2022; public CTPG code ``reset_weight_by_task_mask``): every task with
+        ``kept[τ] == 0`` gets composition weights ``w_τ ← Σ_k c_τk w_k``, ``c_τ`` uniform random on the kept tasks,
+        L1-normalised (one draw for the actor, the critics and the target critics: the public code's composition
+        weights are one task encoder that all of them read). With no kept task, a fresh uniform ``[0, 1)`` draw.
+        Acts on every parameter named ``task_weights`` (``[..., K, P]``, the PaCo backbone); a no-op elsewhere, and
+        when every task is kept. No host sync: the mix is computed for every task and selected by ``kept``.
+        """
+        entries = [(params, key) for params in (self.actor_network_params, self.qvalue_network_params,
+                                                self.target_qvalue_network_params)
+                   for key in params.keys(True, True) if key[-1] == "task_weights"]
+        if not entries:
+            return
+        keep = kept.detach().bool()
+        K = keep.shape[0]
+        coeff = torch.rand(K, K, generator=generator).to(keep.device) * keep.to(torch.float32)
+        coeff = coeff / coeff.sum(-1, keepdim=True).clamp_min(torch.finfo(coeff.dtype).tiny)
+        fresh = torch.rand(K, entries[0][0].get(entries[0][1]).shape[-1], generator=generator).to(keep.device)
+        fresh = fresh / fresh.norm(dim=-1, keepdim=True)  # unit-norm rows, as PaCoMLP initialises them
+        for params, key in entries:
+            weights = params.get(key)
+            mixed = torch.where(keep.any(), coeff.to(weights.dtype) @ weights, fresh.to(weights.dtype))
+            weights.data.copy_(torch.where(keep.unsqueeze(-1), weights, mixed))
 
     def _reduce(self, per_task: Tensor) -> Tensor:
         if self.reduction == "mean":
@@ -340,7 +399,8 @@ class MultiTaskSACLoss(LossModule):
         loss_q, loss_pi = per_task_mean(q_rows, task_id, K), per_task_mean(actor_rows, task_id, K)
         loss_alpha = per_task_mean(self.alpha_loss(log_prob, task_id), task_id, K)
         weight = loss_rescaling_weights(self.log_alpha) if self.loss_rescaling else torch.ones_like(loss_q)
-        kept = extreme_task_mask(torch.stack([loss_q, loss_pi]), int(self.env_steps), self.mask_out_threshold,
+        deciding = loss_q if self.mask_out_on == "critic" else torch.stack([loss_q, loss_pi])
+        kept = extreme_task_mask(deciding, int(self.env_steps), self.mask_out_threshold,
                                  self.mask_out_start).to(loss_q.dtype)
         tensordict.set(self.tensor_keys.priority, td_error)
         return TensorDict({
