@@ -112,7 +112,7 @@ def test_state_value_and_qmp_choice():
     obs = torch.zeros(3, 2)
     own = torch.tensor([0, 1, 2])
     # task i's critic peaks at target_i; the proposing policy whose mean hits it wins
-    assert qmp_choice(policies, obs, own).tolist() == [1, 2, 0]
+    assert qmp_choice(policies, obs, own)[0].tolist() == [1, 2, 0]
     v = state_value(policies, obs, own, samples=5)
     alpha = policies.log_alpha().exp()
     entropy = Normal(0.0, 1e-3).entropy()
@@ -179,3 +179,27 @@ def test_behaviour_changes_only_at_block_starts_and_emits_transitions():
     full = [out for t, out in emitted if t == 3][0]
     assert full["num_steps"].tolist() == [H] * B
     assert full["next", "reward"][:, 0].tolist() == [pytest.approx(1 + 0.5 + 0.25 + 0.125)] * B
+
+
+def test_qmp_executes_the_winning_proposal_itself():
+    """QMP (Zhang et al. 2023) executes ``a_j*``, the proposal that won ``argmax_j min Q_i(s, a_j)`` — not a fresh
+    sample of ``π_j*``. Wide policies (σ = 1) make a fresh sample differ from the proposal."""
+    torch.manual_seed(0)
+    policies = GaussianPolicies(torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]]), sigma=1.0,
+                                targets=torch.tensor([[0.5, 0.5], [-1.0, 1.5], [1.0, -1.0]]))
+    proposals = []
+    real_sample = policies.sample
+
+    def recording_sample(observation, own, policy):
+        out = real_sample(observation, own, policy)
+        proposals.append(out[0])
+        return out
+
+    policies.sample = recording_sample
+    obs, own = torch.zeros(6, 2), torch.tensor([0, 0, 1, 1, 2, 2])
+    choice, action = qmp_choice(policies, obs, own)
+    (proposed,) = proposals  # [K, B, A]: one proposal of every policy for every row
+    scores = -((proposed - policies.targets[own]) ** 2).sum(-1)  # task i's critic on every proposal, by hand
+    assert torch.equal(choice, scores.argmax(0))
+    torch.testing.assert_close(action, proposed[choice, torch.arange(6)])
+    assert action.shape == (6, 2) and len(set(choice.tolist())) > 1

@@ -136,8 +136,14 @@ def test_inactive_tasks_get_no_gradient_and_soft_update_runs():
 
 def test_rejects_bad_layout_and_loss_function():
     actor, q, qc = make_guide_networks(K, OBS, hidden=(8,))
-    with pytest.raises(ValueError, match="smooth_l1"):
+    with pytest.raises(ValueError, match="loss_function='huber' is not valid; valid: \\['l2', 'l1', 'smooth_l1'\\]"):
         GuideDiscreteSACLoss(actor, q, qc, num_tasks=K, loss_function="huber")
+    with pytest.raises(ValueError, match="GuideDiscreteSACLoss num_tasks=1 is out of range; valid: >= 2"):
+        GuideDiscreteSACLoss(actor, q, qc, num_tasks=1)
+    with pytest.raises(ValueError, match="target_entropy_weight=1.5 is out of range; valid: \\(0, 1\\]"):
+        GuideDiscreteSACLoss(actor, q, qc, num_tasks=K, target_entropy_weight=1.5)
+    with pytest.raises(ValueError, match="alpha_loss='alfa' is not valid; valid: \\['alpha', 'log_alpha'\\]"):
+        GuideDiscreteSACLoss(actor, q, qc, num_tasks=K, alpha_loss="alfa")
     guide = GuideDiscreteSACLoss(actor, q, qc, num_tasks=K)
     mixed = _batch()
     mixed["task_id"][0, 0] = 1
@@ -152,3 +158,21 @@ def test_subset_of_task_rows_equals_masked_full_batch():
     subset = guide(td[torch.tensor([0, 2])].clone())
     for name in ("loss_qvalue", "loss_comp_qvalue", "loss_actor", "loss_alpha"):
         torch.testing.assert_close(subset[name], masked[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_guide_temperature_loss_forms():
+    """``log_alpha`` (TorchRL): ``-log α (Σ p log p + H̄)``; ``alpha`` (the public CTPG code): ``α (H(p) - H̄)``:
+    same sign, the second's gradient in log α is α times the first's."""
+    grads = {}
+    for form in ("log_alpha", "alpha"):
+        torch.manual_seed(0)
+        actor, q, qc = make_guide_networks(K, OBS, hidden=(8,))
+        guide = GuideDiscreteSACLoss(actor, q, qc, num_tasks=K, alpha_init=0.5, alpha_loss=form)
+        out = guide(_batch())
+        out["loss_alpha"].backward()
+        grads[form] = guide.log_alpha.grad.clone()
+        logits = guide._logits(_batch())
+        entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1).mean(-1)  # [K]
+        gap = (entropy - 0.98 * math.log(K)).detach()
+        torch.testing.assert_close(grads[form], (0.5 if form == "alpha" else 1.0) * gap / K)
+    torch.testing.assert_close(grads["alpha"], 0.5 * grads["log_alpha"])

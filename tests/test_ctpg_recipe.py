@@ -13,7 +13,7 @@ from tdmt.algos.ctpg import Config, Trainer
 from tdmt.config import apply_overrides, parse_args
 
 TINY = dict(suite="pendulum-mt3", hidden=(16, 16), guide_hidden=(16, 16), batch_size_per_task=16,
-            buffer_size_per_task=2000, exploration_steps=20, filter_start=0, run_dir="/tmp/unused")
+            buffer_size_per_task=2000, exploration_steps=20, filter_start=0, run_dir="/tmp/unused", progress=False)
 
 
 def _trainer(**overrides) -> Trainer:
@@ -44,7 +44,7 @@ def test_blocked_task_never_enters_guide_batches(monkeypatch):
     real_hindsight = ctpg.hindsight_scores
 
     def forward(self, td):
-        seen_loss.append(td["task_id"].unique().tolist())
+        seen_loss.append((td["task_id"].unique().tolist(), td.shape[1]))
         return real_forward(self, td)
 
     def hindsight(policies, seq_obs, seq_act, own):
@@ -58,9 +58,62 @@ def test_blocked_task_never_enters_guide_batches(monkeypatch):
             _block_task0(trainer)
         trainer.step(step)
     assert trainer.agent.guide.updates == 10  # steps 22, 24, ..., 40
-    assert seen_loss and all(ids == [1, 2] for ids in seen_loss)
+    # the public code spreads the guide batch (16 x 3 tasks) over the unblocked tasks: 24 each
+    assert seen_loss and all(seen == ([1, 2], 24) for seen in seen_loss), seen_loss
     assert seen_hindsight and all(ids == [1, 2] for ids in seen_hindsight)
     assert trainer.metrics()["guide/active_tasks"] == 2.0
+
+
+def test_guide_batch_spread_or_per_task():
+    trainer = _trainer(guide_step=2)
+    for step in range(1, 31):
+        trainer.step(step)
+    blocked = torch.tensor([False, True, False])
+    spread = ctpg.guide_batch(trainer.guide_replay, blocked, spread=True)
+    assert spread.shape == (2, 24) and spread["task_id"][0].eq(0).all() and spread["task_id"][1].eq(2).all()
+    assert ctpg.guide_batch(trainer.guide_replay, blocked, spread=False).shape == (2, 16)
+    assert ctpg.guide_batch(trainer.guide_replay, torch.zeros(3, dtype=torch.bool), spread=True).shape == (3, 16)
+
+
+def test_random_guide_draws_uniformly_every_h_steps_and_keeps_the_gate():
+    """``guide=random`` (ablation): a uniform choice among the K policies at each block start, no guide learner;
+    a task blocked by the guide-block gate keeps its own policy."""
+    trainer = _trainer(guide="random", guide_step=2, policy_filter=False)
+    assert trainer.agent.guide is None and trainer.guide_replay is None
+    for step in range(1, 21):
+        trainer.step(step)
+    _block_task0(trainer)
+    for step in range(21, 621):
+        trainer.step(step)
+    counts = trainer.agent.choice_counts
+    assert counts.sum().item() == 3 * 300  # one draw per task every 2 steps after the 20 random steps
+    assert counts[0].tolist() == [300, 0, 0]  # blocked: its own policy
+    share = counts[1:] / 300
+    assert ((share - 1 / 3).abs() < 0.1).all(), share  # 300 draws each: uniform within ±0.1
+
+
+def test_qmp_executes_the_winning_proposal_at_the_block_start(monkeypatch):
+    trainer = _trainer(guide="qmp", guide_step=4)
+    proposals = []
+    real = ctpg.qmp_choice
+
+    def spy(policies, observation, own):
+        out = real(policies, observation, own)
+        proposals.append(out)
+        return out
+
+    monkeypatch.setattr(ctpg, "qmp_choice", spy)
+    for step in range(1, 22):  # step 21 (after 20 random steps) starts a block: QMP draws and executes the winner
+        trainer.step(step)
+    (choice, action), = proposals
+    executed = torch.stack([trainer.replay.task_data(k)["action"][-1] for k in range(3)])
+    torch.testing.assert_close(executed, action * trainer.agent.sac.mask)
+    torch.testing.assert_close(trainer.agent.behaviour.choice, choice)
+    for step in range(22, 25):  # inside the block: fresh samples of π_j, no new proposals
+        trainer.step(step)
+    assert len(proposals) == 1
+    trainer.step(25)
+    assert len(proposals) == 2
 
 
 def test_behaviour_changes_only_at_block_starts_in_the_agent():
@@ -101,26 +154,35 @@ def test_config_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="valid"):
         apply_overrides(Config(), {"guide": "bpt"})
     assert parse_args(Config, ["guide_block=none", "hindsight=false"]).guide_block == "none"  # the CLI spelling
-    with pytest.raises(ValueError, match="guide_step"):
+    with pytest.raises(ValueError, match="guide_step=0 is out of range; valid: >= 1"):
         apply_overrides(Config(), {"guide_step": 0})
+    with pytest.raises(ValueError, match="block_success_threshold=1.5 is out of range; valid: \\[0, 1\\]"):
+        apply_overrides(Config(), {"block_success_threshold": 1.5})
     cfg = apply_overrides(Config(), {"suite": "metaworld-mt10", "guide_block": "success", "backbone": "sm"})
-    assert cfg.resolved_run_dir() == "runs/ctpg/ctpg/sm/metaworld-mt10/seed0"
+    assert cfg.resolved_run_dir().startswith("runs/ctpg/metaworld-mt10/backbone=sm,guide_block=success-seed0-")
     # the default folder follows the final values, whatever order the overrides came in
-    assert parse_args(Config, ["seed=3", "guide=qmp"]).resolved_run_dir() == "runs/ctpg/qmp/mtsac/halfcheetah-mt5/seed3"
+    assert parse_args(Config, ["seed=3", "guide=qmp"]).resolved_run_dir().startswith(
+        "runs/ctpg/halfcheetah-mt5/guide=qmp-seed3-")
+    public_code = (cfg.block_success_threshold, cfg.guide_batch, cfg.filter_start, cfg.max_grad_norm, cfg.alpha_max)
+    assert public_code == (0.8, "spread", 10_000, 0.1, 1.0)
+    assert "cuda" in Config.DEVICES and parse_args(Config, ["guide=random"]).guide == "random"
 
 
 def test_run_resumes_and_writes_table(tmp_path):
     cfg = Config(**{**TINY, "run_dir": str(tmp_path / "run"), "total_steps": 60, "eval_every": 60,
-                    "eval_episodes": 2, "log_every": 10, "checkpoint_every": 30, "guide_step": 5})
+                    "eval_episodes": 2, "final_eval_episodes": 4, "log_every": 10, "checkpoint_every": 30,
+                    "guide_step": 5})
     first = ctpg.run(cfg)
     assert first["guide_updates"] == (60 - 20) // 5 and first["resumed_from"] is None
     second = ctpg.run(apply_overrides(cfg, {"total_steps": 90}))
     assert second["resumed_from"] == 60 and second["steps"] == 90
     results = (tmp_path / "run" / "results.md").read_text()
-    assert "| pendulum-mt3 | Base |" in results and "| w/ CTPG | " in results
+    assert "| pendulum-mt3 | Base |" in results and "| w/ CTPG | " in results and "over 4 deterministic" in results
     ctpg_row = [line for line in results.splitlines() if line.startswith("|  | w/ CTPG")][0]
     assert ctpg_row.split("|")[3].strip() == f"{second['final_mean_return'] / 1e3:.2f}"  # the MTSAC cell
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["guide"] == "ctpg"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["guide"] == "ctpg" and summary["final_eval_episodes"] == 4
+    assert all(abs(sum(row) - 1) < 1e-5 for row in summary["choice_share"])  # each task's draws, as shares
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     evals = (tmp_path / "run" / "eval.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in evals[1:]] == ["60", "90"]  # every 60 steps, and at the end

@@ -1,26 +1,31 @@
 """Recipe ``ctpg``: Cross-Task Policy Guidance (He et al., NeurIPS 2024, Alg. 3) on any multi-task SAC backbone,
-with the QMP baseline and the paper's ablations (DESIGN §6).
+with the QMP baseline, a random-guide ablation and the paper's ablations (DESIGN §6).
 
 API summary
 -----------
-* ``Config``: ``sac_mt.Config`` (control policies: backbone, paper hyper-parameters) plus the guide:
-  ``guide=ctpg|qmp|none`` (``none`` = the backbone's "Base" run), ``guide_step`` H (10), ``policy_filter``
-  (on), ``filter_start`` (10k env steps), ``mc_samples`` M (5), ``guide_block=temperature|success|none`` (Eq. 14,
-  or eval success rate above ``block_success_threshold``), ``hindsight`` (on), ``guide_lr`` (1e-4),
-  ``guide_hidden`` (() = multi-head 2×400 HalfCheetah / 5×400 Meta-World, App. F.3 Table 10).
+* ``Config``: ``sac_mt.Config`` (control policies: backbone, paper hyper-parameters, the public code's settings)
+  plus the guide: ``guide=ctpg|qmp|random|none`` (``none`` = the backbone's "Base" run, ``random`` = a uniform
+  choice every H steps), ``guide_step`` H (10), ``policy_filter`` (on), ``filter_start`` (10k env steps),
+  ``mc_samples`` M (5), ``guide_block=temperature|success|none`` (Eq. 14, or eval success rate above
+  ``block_success_threshold`` = 0.8, the public code's), ``hindsight`` (on), ``guide_lr`` (1e-4), ``guide_hidden``
+  (() = multi-head 2×400 HalfCheetah / 5×400 Meta-World, App. F.3 Table 10), ``guide_batch=spread|per_task``.
 * ``SACControlPolicies(loss)``: the :class:`tdmt.collect.ControlPolicies` view of a ``MultiTaskSACLoss``.
 * ``GuideLearner(cfg, suite, policies)``: guide networks + ``GuideDiscreteSACLoss`` + Adam + ``SoftUpdate``;
-  ``choose(observation, own, blocked, filter_on)`` (guided behaviour draw), ``update(batch, blocked)``.
+  ``choose(observation, own, blocked, filter_on)`` (guided behaviour draw), ``update(batch)`` (unblocked rows).
 * ``run(cfg) -> summary``: one env step of all K tasks per "step"; control update every step after
   ``exploration_steps``; every H steps one guide update (hindsight relabel → comparable-entropy bonus → loss);
-  evaluation (mean return; success rate on Meta-World) every ``eval_every``; checkpoint/resume via
-  ``TrainingRun``; writes metrics.csv, eval.csv, results.md (CTPG Table 1 layout), curves.png, summary.json.
+  evaluation (mean return; success rate on Meta-World) every ``eval_every`` over ``eval_episodes``, and of the
+  final policy over ``final_eval_episodes`` (100: CTPG Table 1); checkpoint/resume via ``TrainingRun``; writes
+  metrics.csv, eval.csv, results.md (CTPG Table 1 layout, the final evaluation), curves.png, summary.json (with
+  ``choice_share[i][j]``, the share of task i's behaviour draws that picked π_j).
 
 Behaviour (Eq. 7–8, 11–12, 14): each task row keeps its behaviour policy j for H steps (a new draw at every block
 start and at each episode start). ``ctpg``: ``j ~ π^g_i(·|s)`` with logits of filtered-out policies at ``-inf``
-(own policy if all are filtered), blocked tasks always use their own policy. ``qmp``: ``j = argmax_j min Q_i(s,
-a_j)``, ``a_j ~ π_j``. Guide transitions go to a per-task guide replay; the rows of blocked tasks are dropped
-from the guide batch before the hindsight relabel and the losses.
+(own policy if all are filtered), blocked tasks always use their own policy. ``random``: ``j`` uniform over the K
+policies, the same guide-block gate, no filter, no guide learning. ``qmp``: ``j = argmax_j min Q_i(s, a_j)``,
+``a_j ~ π_j``, and the winning ``a_j`` itself is executed at that step (then ``π_j`` for the rest of the block).
+Guide transitions go to a per-task guide replay; the guide batch holds the unblocked tasks' rows only, ``128·K``
+spread evenly over them (the public code's ``guide_sample_scale``; ``guide_batch=per_task``: 128 each).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -50,49 +55,45 @@ from tdmt.collect import (
 )
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.envs import MultiTaskEnv, Suite, get_suite, make_env
-from tdmt.eval import eval_summary, evaluate
+from tdmt.eval import eval_summary
 from tdmt.objectives import GuideDiscreteSACLoss
 from tdmt.objectives.guide_sac import make_guide_networks
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
 from tdmt.progress import tqdm
 from tdmt.report import markdown_table, plot_curves, write_text
 
-Guide = Literal["ctpg", "qmp", "none"]
+Guide = Literal["ctpg", "qmp", "random", "none"]
 BlockMode = Literal["temperature", "success", "none"]  # not "off": YAML reads `off` as false
 BACKBONE_COLUMNS = {"mtsac": "MTSAC", "mhsac": "MHSAC", "pcgrad": "PCGrad", "sm": "SM", "paco": "PaCo"}
-GUIDE_ROWS = {"none": "Base", "qmp": "w/ QMP", "ctpg": "w/ CTPG"}
+GUIDE_ROWS = {"none": "Base", "qmp": "w/ QMP", "ctpg": "w/ CTPG", "random": "w/ random guide"}
 
 
 @dataclasses.dataclass
 class Config(sac_mt.Config):
-    guide: Guide = "ctpg"
-    guide_step: int = 10
-    policy_filter: bool = True
-    filter_start: int = 10_000
-    mc_samples: int = 5
-    guide_block: BlockMode = "temperature"
-    block_success_threshold: float = 0.9
-    hindsight: bool = True
-    guide_lr: float = 1e-4
-    guide_hidden: tuple[int, ...] = ()  # () = multi-head 2×400 (HalfCheetah) / 5×400 (Meta-World)
+    """ctpg: CTPG guide policy (or QMP, a random guide, none) on a multi-task SAC backbone; CTPG App. F.3 defaults."""
 
-    def resolved_run_dir(self) -> str:
-        """``run_dir``, or ``runs/ctpg/<guide>/<backbone>/<suite>/seed<seed>`` when empty."""
-        return self.run_dir or f"runs/ctpg/{self.guide}/{self.backbone}/{self.suite}/seed{self.seed}"
+    guide: Guide = "ctpg"  # ctpg | qmp | random (uniform every H steps: ablation) | none (the backbone's Base run)
+    guide_step: int = 10  # H: env steps per behaviour-policy choice (App. F.3 Table 10)
+    policy_filter: bool = True  # policy-filter gate (Eq. 11)
+    filter_start: int = 10_000  # env steps before the policy filter acts (public code: no_compare_step 10000)
+    mc_samples: int = 5  # M: Monte-Carlo samples of the filter's state value (App. F.3)
+    guide_block: BlockMode = "temperature"  # guide-block gate: temperature (Eq. 14), success rate, none
+    block_success_threshold: float = 0.8  # guide_block=success: block tasks above this eval success (public code)
+    hindsight: bool = True  # hindsight relabel of the guide's actions (Eq. 9)
+    guide_lr: float = 1e-4  # Adam learning rate of guide actor, critics and temperature (App. F.3)
+    guide_hidden: tuple[int, ...] = ()  # guide hidden sizes; () = 2x400 (HalfCheetah) / 5x400 (Meta-World)
+    guide_batch: Literal["spread", "per_task"] = "spread"  # spread: 128*K over unblocked tasks (public code)
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "guide_step": ">= 1", "filter_start": ">= 0", "mc_samples": ">= 1", "block_success_threshold": "[0, 1]",
+        "guide_hidden": "sizes >= 1",
+    }
 
     def validate(self) -> None:
         super().validate()
-        for name in ("guide_step", "mc_samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.guide_block == "success" and not get_suite(self.suite).success_metric:
             raise ValueError(f"guide_block='success' needs a suite with a success metric; {self.suite!r} has none "
                              "(valid: 'temperature', 'none')")
-        if self.filter_start < 0 or not 0 <= self.block_success_threshold <= 1:
-            raise ValueError(f"need filter_start >= 0 and 0 <= block_success_threshold <= 1; got filter_start="
-                             f"{self.filter_start}, block_success_threshold={self.block_success_threshold}")
-        if any(h < 1 for h in self.guide_hidden):
-            raise ValueError(f"guide_hidden sizes must be >= 1, got {self.guide_hidden}")
 
 
 class SACControlPolicies:
@@ -130,10 +131,15 @@ class GuideLearner:
         self.cfg, self.suite, self.policies = cfg, suite, policies
         hidden = cfg.guide_hidden or sac_mt.paper_sizes(suite.name, "mhsac")[0]
         actor, qvalue, comp_qvalue = make_guide_networks(suite.num_tasks, suite.obs_max, hidden)
-        self.loss = GuideDiscreteSACLoss(actor, qvalue, comp_qvalue, num_tasks=suite.num_tasks).to(cfg.device)
+        self.loss = GuideDiscreteSACLoss(actor, qvalue, comp_qvalue, num_tasks=suite.num_tasks,
+                                         alpha_init=cfg.alpha_init, alpha_loss=cfg.alpha_loss).to(cfg.device)
         self.loss.make_value_estimator(ValueEstimators.TD0, gamma=cfg.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
         self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=cfg.guide_lr)
+        # the public code clips each component's gradient on its own (guide critics, actor, temperature)
+        self.clip_groups = [[*self.loss.qvalue_network_params.values(True, True),
+                             *self.loss.comp_qvalue_network_params.values(True, True)],
+                            list(self.loss.actor_network_params.values(True, True)), [self.loss.log_alpha]]
         self.updates = 0
 
     @torch.no_grad()
@@ -154,10 +160,10 @@ class GuideLearner:
         return choice, {"guide/filter_pass": float(mask.float().mean()),
                         "guide/all_filtered": float((~mask.any(-1)).float().mean())}
 
-    def update(self, batch: TensorDictBase, blocked: torch.Tensor) -> dict[str, float]:
-        """Hindsight relabel (unblocked rows), comparable-entropy bonus, one guide SAC step, soft target update."""
-        active = ~blocked
-        batch = batch[active.nonzero().flatten()]  # blocked tasks never enter the guide losses
+    def update(self, batch: TensorDictBase) -> dict[str, float]:
+        """Hindsight relabel, comparable-entropy bonus, one guide SAC step (gradients clipped to ``max_grad_norm``,
+        α^g capped at ``alpha_max``: the public code), soft target update. ``batch`` is ``[T, N]``: the unblocked
+        tasks' rows only (blocked tasks never enter the guide losses)."""
         with torch.no_grad():
             relabelled, own_log_prob = 0.0, None
             if self.cfg.hindsight:
@@ -173,13 +179,19 @@ class GuideLearner:
         out = self.loss(batch)
         self.optimizer.zero_grad()
         (out["loss_qvalue"] + out["loss_comp_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()
+        if self.cfg.max_grad_norm < math.inf:
+            for params in self.clip_groups:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         self.optimizer.step()
+        if self.cfg.alpha_max < math.inf:
+            with torch.no_grad():
+                self.loss.log_alpha.clamp_(max=math.log(self.cfg.alpha_max))
         self.target_updater.step()
         self.updates += 1
         keys = ("loss_qvalue", "loss_comp_qvalue", "loss_actor", "loss_alpha", "guide_entropy")
         row = {f"guide/{k}": float(out[k].detach()) for k in keys}
         row["guide/relabelled"] = relabelled
-        row["guide/active_tasks"] = float(active.sum())
+        row["guide/active_tasks"] = float(batch.shape[0])
         return row
 
     def state_dict(self) -> dict:
@@ -206,8 +218,11 @@ class CTPGAgent:
         own = torch.arange(suite.num_tasks, device=self.sac.device).repeat_interleave(num_envs_per_task)
         self.behaviour = GuidedBehaviour(own, suite.obs_max, suite.act_max, cfg.guide_step, cfg.gamma)
         self.last_success = torch.zeros(suite.num_tasks, device=self.sac.device)
+        # choice_counts[i, j]: behaviour draws of task i that picked π_j (block starts after the random phase)
+        self.choice_counts = torch.zeros(suite.num_tasks, suite.num_tasks, device=self.sac.device)
         self.env_steps = 0
         self.stats: dict[str, float] = {}
+        self._proposal: torch.Tensor | None = None  # QMP: the winning proposals a_j* of the last draw
 
     def blocked(self) -> torch.Tensor:
         """``[K]`` tasks that use no guidance now (guide-block gate)."""
@@ -219,8 +234,13 @@ class CTPGAgent:
 
     def _chooser(self, observation: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         if self.cfg.guide == "qmp":
-            return qmp_choice(self.policies, observation, own)
+            choice, self._proposal = qmp_choice(self.policies, observation, own)
+            return choice
         blocked = self.blocked()
+        if self.cfg.guide == "random":  # the ablation: uniform over the K policies, same guide-block gate
+            self.stats["guide/blocked_tasks"] = float(blocked.sum())
+            uniform = torch.randint(self.suite.num_tasks, own.shape, device=own.device)
+            return torch.where(blocked[own], own, uniform)
         choice, self.stats = self.guide.choose(observation, own, blocked,
                                                self.cfg.policy_filter and self.env_steps >= self.cfg.filter_start)
         self.stats["guide/blocked_tasks"] = float(blocked.sum())
@@ -228,18 +248,24 @@ class CTPGAgent:
 
     @torch.no_grad()
     def act(self, td: TensorDictBase, random: bool) -> TensorDictBase:
-        """Write ``action`` for every env row: uniform while ``random``, else ``a ~ π_j`` with the behaviour j."""
+        """Write ``action`` for every env row: uniform while ``random``, else ``a ~ π_j`` with the behaviour j
+        (QMP: at a block start, the winning proposal ``a_j`` itself)."""
         if self.cfg.guide == "none":
             return self.sac.explore(td, random=random)
         own = td.get("task_id")
         obs = td.get("observation").reshape(own.numel(), -1)
+        start = self.behaviour.block_start.view(own.shape)  # rows that draw their behaviour policy now
+        self._proposal = None
         choice = self.behaviour.choose(obs, _own_policy if random else self._chooser).view(own.shape)
         if random:
             return self.sac.explore(td, random=True)
+        self.choice_counts.index_put_((own.flatten(), choice.flatten()), start.flatten().float(), accumulate=True)
         self.stats["guide/other_policy"] = float((choice != own).float().mean())
         acting = td.select("observation").set("task_id", choice)
         with set_exploration_type(ExplorationType.RANDOM):
             action = self.sac.actor(acting).get("action")
+        if self._proposal is not None:  # QMP executes the winning proposal at the step it was chosen
+            action = torch.where(start.unsqueeze(-1), self._proposal.view_as(action), action)
         return td.set("action", action * self.sac.mask[own])
 
     def record(self, transition: TensorDictBase, reward_scale: float) -> TensorDictBase | None:
@@ -252,7 +278,7 @@ class CTPGAgent:
             nxt.get("done").reshape(n), nxt.get("terminated").reshape(n))
 
     def state_dict(self) -> dict:
-        state = {"sac": self.sac.state_dict(), "last_success": self.last_success}
+        state = {"sac": self.sac.state_dict(), "last_success": self.last_success, "choice_counts": self.choice_counts}
         if self.guide is not None:
             state["guide"] = self.guide.state_dict()
         return state
@@ -260,6 +286,7 @@ class CTPGAgent:
     def load_state_dict(self, state: dict) -> None:
         self.sac.load_state_dict(state["sac"])
         self.last_success = state["last_success"]
+        self.choice_counts = state["choice_counts"]
         if self.guide is not None:
             self.guide.load_state_dict(state["guide"])
 
@@ -293,15 +320,16 @@ def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -
             f"{summary['steps']} env steps per task, guide step H={cfg.guide_step}, policy filter "
             f"{'on' if cfg.policy_filter else 'off'}, guide block {cfg.guide_block}, hindsight "
             f"{'on' if cfg.hindsight else 'off'}; {summary['wall_time_s'] / 3600:.2f} h.\n\n"
-            f"Final {unit} over {cfg.eval_episodes} deterministic episodes per task (CTPG Table 1 layout; "
+            f"Final policy's {unit} over {cfg.final_eval_episodes} deterministic episodes per task (CTPG Table 1: "
+            "the final policy, 100 episodes per task; "
             "`tdmt report` fills the other cells across a sweep):\n\n" + _results_table(cfg, suite, value)
             + "\nPer task (final evaluation):\n\n"
             + markdown_table(["task", "return"] + (["success"] if suite.success_metric else []), per_task))
     write_text(run.dir / "results.md", text)
 
 
-def _evaluate(run: TrainingRun, eval_env, agent: CTPGAgent, step: int) -> None:
-    result = evaluate(eval_env, agent.sac.actor)
+def _evaluate(run: TrainingRun, eval_env: MultiTaskEnv, agent: CTPGAgent, step: int, episodes: int) -> None:
+    result = sac_mt.evaluate_episodes(eval_env, agent.sac.actor, episodes)
     if result.success_rate is not None:
         agent.last_success = torch.tensor(result.success_rate, device=agent.last_success.device)
     run.evals.log(step, **result.as_row())
@@ -309,6 +337,23 @@ def _evaluate(run: TrainingRun, eval_env, agent: CTPGAgent, step: int) -> None:
 
 def _guide_ready(replay: PerTaskReplayBuffer) -> bool:
     return replay.min_transitions() > 0
+
+
+def sample_tasks(replay: PerTaskReplayBuffer, tasks: torch.Tensor, batch_size_per_task: int) -> TensorDictBase:
+    """``[T, n]`` transitions of ``tasks`` (row t: task ``tasks[t]``), drawn like ``replay.sample()`` (uniform, with
+    replacement) in one gather from the replay's ``[K, C]`` storage, without drawing the other tasks' rows."""
+    tasks = tasks.to(replay._size.device)
+    idx = (torch.rand(tasks.shape[0], batch_size_per_task) * replay._size[tasks, None]).long()
+    return replay._data[tasks[:, None].expand_as(idx), idx]
+
+
+def guide_batch(replay: PerTaskReplayBuffer, blocked: torch.Tensor, spread: bool) -> TensorDictBase:
+    """The guide's training batch: rows of the unblocked tasks only. ``spread`` (the public code's
+    ``guide_sample_scale``): the total ``N·K`` spread evenly over the T unblocked tasks (``round(N·K/T)`` each);
+    otherwise ``N`` per unblocked task."""
+    tasks = (~blocked).nonzero().flatten()
+    n = round(replay.batch_size * replay.num_tasks / tasks.shape[0]) if spread else replay.batch_size
+    return sample_tasks(replay, tasks, n)
 
 
 class Trainer:
@@ -323,12 +368,13 @@ class Trainer:
         self.env = MultiTaskEnv(self.suite, seed=cfg.seed, device=cfg.device)
         self.agent = CTPGAgent(cfg, self.suite)
         K = self.suite.num_tasks
-        self.replay = PerTaskReplayBuffer(K, cfg.buffer_size_per_task, cfg.batch_size_per_task, storage=cfg.storage)
+        capacity = cfg.replay_size_per_task(self.suite)
+        self.replay = PerTaskReplayBuffer(K, capacity, cfg.batch_size_per_task, storage=cfg.storage)
         self.buffers = {"replay": self.replay}
         self.guide_replay = None
-        if self.agent.guide is not None:
-            self.guide_replay = PerTaskReplayBuffer(K, max(1, cfg.buffer_size_per_task // cfg.guide_step),
-                                                    cfg.batch_size_per_task, storage=cfg.storage)
+        if self.agent.guide is not None:  # one guide transition per H env steps
+            self.guide_replay = PerTaskReplayBuffer(K, max(1, capacity // cfg.guide_step), cfg.batch_size_per_task,
+                                                    storage=cfg.storage)
             self.buffers["guide_replay"] = self.guide_replay
         self.episode_return = torch.zeros(K, device=self.agent.sac.device)
         self.td = self.env.reset()
@@ -362,7 +408,8 @@ class Trainer:
             blocked = agent.blocked()
             if (agent.guide is not None and step % cfg.guide_step == 0 and _guide_ready(self.guide_replay)
                     and not bool(blocked.all())):
-                self.guide_row = agent.guide.update(self.guide_replay.sample(), blocked)
+                batch = guide_batch(self.guide_replay, blocked, cfg.guide_batch == "spread")
+                self.guide_row = agent.guide.update(batch.to(agent.sac.device))
         return ended
 
     def metrics(self) -> dict[str, float]:
@@ -377,32 +424,35 @@ class Trainer:
 
 def run(cfg: Config) -> dict:
     """Train ``cfg.backbone`` with ``cfg.guide`` guidance on ``cfg.suite`` (resumes from ``cfg.run_dir``)."""
-    cfg = dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir())
     cfg.validate()
-    torch.set_num_threads(cfg.num_threads)
+    cfg = dataclasses.replace(cfg, run_dir=cfg.resolved_run_dir())
+    torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     trainer = Trainer(cfg)
     suite, agent = trainer.suite, trainer.agent
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
+    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=sac_mt.eval_envs_per_task(cfg),
+                        device=cfg.device)
     run_ = TrainingRun(cfg.run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     start_step = run_.resume(agent.load_state_dict, trainer.buffers)
     start = time.time()
     with run_.guard(agent.state_dict, trainer.buffers) as guard:
         for step in tqdm(range(start_step + 1, cfg.total_steps + 1), desc=f"ctpg {cfg.guide} {cfg.backbone} "
-                         f"{suite.name}", initial=start_step, total=cfg.total_steps, disable=None):
+                         f"{suite.name}", initial=start_step, total=cfg.total_steps, disable=not cfg.progress):
             ended = trainer.step(step)
             if ended:
                 run_.metrics.log(step, **{f"train/{suite.task_names[k]}/episode_return": r for k, r in ended.items()})
             if step % cfg.log_every == 0 and trainer.last is not None:
                 sps = (step - start_step) / max(time.time() - start, 1e-9)
                 run_.metrics.log(step, **trainer.metrics(), steps_per_s=sps)
-            if step % cfg.eval_every == 0:
-                _evaluate(run_, eval_env, agent, step)
+            if step == cfg.total_steps:  # the final policy over final_eval_episodes (CTPG Table 1)
+                _evaluate(run_, eval_env, agent, step, cfg.final_eval_episodes)
+            elif cfg.eval_every and step % cfg.eval_every == 0:
+                _evaluate(run_, eval_env, agent, step, cfg.eval_episodes)
             run_.maybe_checkpoint(step, agent.state_dict, trainer.buffers)
             guard.check(step)
     rows = run_.evals.rows()
-    if not rows or int(float(rows[-1]["step"])) != cfg.total_steps:
-        _evaluate(run_, eval_env, agent, cfg.total_steps)
+    if not rows or int(float(rows[-1]["step"])) != cfg.total_steps:  # resumed past the end of the loop
+        _evaluate(run_, eval_env, agent, cfg.total_steps, cfg.final_eval_episodes)
         rows = run_.evals.rows()
     summary = _summary(cfg, suite, rows, agent, time.time() - start, run_.resumed_from)
     _write_results(run_, cfg, suite, summary)
@@ -417,5 +467,7 @@ def _summary(cfg: Config, suite: Suite, rows: list[dict], agent: CTPGAgent, wall
     summary = {"recipe": "ctpg", "suite": suite.name, "backbone": cfg.backbone, "guide": cfg.guide,
                "seed": cfg.seed, "steps": cfg.total_steps, "updates": agent.sac.updates,
                "guide_updates": agent.guide.updates if agent.guide is not None else 0, "wall_time_s": wall,
+               "final_eval_episodes": cfg.final_eval_episodes,
+               "choice_share": (agent.choice_counts / agent.choice_counts.sum(-1, keepdim=True).clamp_min(1)).tolist(),
                "resumed_from": resumed_from, **eval_summary(rows, suite.task_names, suite.success_metric)}
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}

@@ -7,7 +7,8 @@ Pure functions (shapes with any leading batch dims ``...``):
 * :func:`guide_block` — Eq. 14: task i is blocked (no guidance) while ``log α_i > mean_j log α_j``.
 * :func:`masked_guide_sample` — Eq. 12: ``j ~ softmax(logits)`` with masked-out logits set to ``-inf``; the own
   policy when every entry is masked. (The public CTPG code samples from the unmasked logits; this does not.)
-* :func:`qmp_choice` — QMP: ``argmax_j min Q_i(s, a_j)``, ``a_j ~ π_j(·|s)``.
+* :func:`qmp_choice` — QMP: ``j* = argmax_j min Q_i(s, a_j)``, ``a_j ~ π_j(·|s)``; returns ``j*`` and the winning
+  proposal ``a_j*`` itself (the action QMP executes).
 
 Stateful piece: :class:`GuidedBehaviour` keeps, for every env row, the behaviour policy ``j`` chosen at the last
 block start and the running guide transition. A new choice is drawn only when a block starts: every ``H`` steps and
@@ -112,14 +113,21 @@ def state_value(policies: ControlPolicies, observation: torch.Tensor, task: torc
 
 
 @torch.no_grad()
-def qmp_choice(policies: ControlPolicies, observation: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-    """QMP (Zhang et al. 2023): each ``π_j`` proposes ``a_j ~ π_j(·|s)``; pick ``argmax_j min Q_i(s, a_j)``."""
+def qmp_choice(policies: ControlPolicies, observation: torch.Tensor, own: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """QMP (Zhang et al. 2023): each ``π_j`` proposes ``a_j ~ π_j(·|s)``; ``j* = argmax_j min Q_i(s, a_j)``.
+
+    Returns ``j*`` ``[*b]`` and the winning proposal ``a_j*`` ``[*b, A]`` (masked to the row's own task dims): QMP
+    executes that very action, not a fresh sample of ``π_j*``.
+    """
     K = policies.num_tasks
     obs = observation.unsqueeze(0).expand(K, *observation.shape)
     own_k = own.unsqueeze(0).expand(K, *own.shape)
     proposer = torch.arange(K, device=own.device).view(K, *([1] * own.dim())).expand_as(own_k)
     action, _ = policies.sample(obs, own_k, proposer)
-    return policies.min_q(obs, action, own_k).argmax(0)
+    best = policies.min_q(obs, action, own_k).argmax(0)
+    index = best.view(1, *best.shape, 1).expand(1, *action.shape[1:])
+    return best, action.gather(0, index).squeeze(0)
 
 
 # Rows scored per call of the K policies in the hindsight relabel. The relabel is K·H·N actor rows per guide update

@@ -11,7 +11,8 @@ temperature ``α^g_i``:
   ``B = Σ_{k<n} γ^k (-α_i log π_i(ã_k|s_{t+k}))`` the entropy of task i's own control policy along the block
   (computed by :func:`tdmt.collect.own_entropy_bonus`, stored under ``own_entropy_bonus``); no guide entropy;
 * actor (Eq. 18): ``L_π = Σ_j π^g_i(j|s) [α^g_i log π^g_i(j|s) - min_m Q^g_{i,m}(s, j)]`` (critic detached);
-* temperature: ``L_α = -log α^g_i (Σ_j π^g_i(j|s) log π^g_i(j|s) + H̄)``, ``H̄ = 0.98 log K``.
+* temperature: ``L_α = -log α^g_i (Σ_j π^g_i(j|s) log π^g_i(j|s) + H̄)``, ``H̄ = 0.98 log K`` (``alpha_loss="log_alpha"``,
+  TorchRL's form), or ``L_α = α^g_i (H(π^g_i(·|s)) - H̄)`` (``"alpha"``, the public CTPG code's ``guide_sac.py``).
 
 Batches are ``[T, N]`` with one task per row (``task_id`` picks the head, α^g and, in the trainer, only the tasks
 not blocked by the guide-block gate are passed).
@@ -93,6 +94,7 @@ class GuideDiscreteSACLoss(LossModule):
         alpha_init: initial guide temperature (all tasks).
         target_entropy_weight: ``H̄ = weight · log K`` (0.98, as TorchRL's ``DiscreteSACLoss``).
         loss_function: ``"l2"`` (default), ``"l1"`` or ``"smooth_l1"``.
+        alpha_loss: ``"log_alpha"`` (TorchRL) or ``"alpha"`` (the public CTPG code): the temperature loss form.
 
     Input ``[T, N]`` keys (row t holds one task: a ``[K, N]`` replay sample or a subset of its rows):
     ``observation``, ``task_id``, ``action`` (int64 j), ``num_steps`` (n, optional: 1), ``own_entropy_bonus``
@@ -132,12 +134,21 @@ class GuideDiscreteSACLoss(LossModule):
 
     def __init__(self, actor_network: TensorDictModule, qvalue_network: TensorDictModule,
                  comp_qvalue_network: TensorDictModule, *, num_tasks: int, num_qvalue_nets: int = 2,
-                 alpha_init: float = 1.0, target_entropy_weight: float = 0.98, loss_function: str = "l2"):
+                 alpha_init: float = 1.0, target_entropy_weight: float = 0.98, loss_function: str = "l2",
+                 alpha_loss: str = "log_alpha"):
         super().__init__()
-        if num_tasks < 2:
-            raise ValueError(f"the guide chooses among K >= 2 policies; got num_tasks={num_tasks}")
-        if loss_function not in ("l2", "l1", "smooth_l1"):
-            raise ValueError(f"unknown loss_function {loss_function!r}; valid: ['l1', 'l2', 'smooth_l1']")
+        for name, value, ok, valid in (
+                ("num_tasks", num_tasks, num_tasks >= 2, ">= 2 (the guide chooses among K policies)"),
+                ("num_qvalue_nets", num_qvalue_nets, num_qvalue_nets >= 1, ">= 1"),
+                ("alpha_init", alpha_init, alpha_init > 0, "> 0"),
+                ("target_entropy_weight", target_entropy_weight, 0 < target_entropy_weight <= 1, "(0, 1]")):
+            if not ok:
+                raise ValueError(f"GuideDiscreteSACLoss {name}={value!r} is out of range; valid: {valid}")
+        for name, value, valid in (("loss_function", loss_function, ("l2", "l1", "smooth_l1")),
+                                   ("alpha_loss", alpha_loss, ("alpha", "log_alpha"))):
+            if value not in valid:
+                raise ValueError(f"GuideDiscreteSACLoss {name}={value!r} is not valid; valid: {list(valid)}")
+        self.alpha_loss_form = alpha_loss
         self.num_tasks, self.num_qvalue_nets, self.loss_function = num_tasks, num_qvalue_nets, loss_function
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets, create_target_params=True)
@@ -242,7 +253,9 @@ class GuideDiscreteSACLoss(LossModule):
         alpha = self.log_alpha.detach().exp()[task_id].unsqueeze(-1)
         loss_actor = (probs * (alpha * log_p - min_q)).sum(-1)
         neg_entropy = (probs * log_p).sum(-1).detach()
-        loss_alpha = -self.log_alpha[task_id] * (neg_entropy + self.target_entropy)
+        log_alpha = self.log_alpha[task_id]
+        loss_alpha = -(log_alpha.exp() if self.alpha_loss_form == "alpha" else log_alpha) * (
+            neg_entropy + self.target_entropy)
 
         return TensorDict({
             "loss_qvalue": self._reduce(loss_q, active),
