@@ -1,12 +1,16 @@
-"""The ``tdmt`` command: sweeps, their status, and their aggregated report.
+"""The ``tdmt`` command: sweeps, their status and report, the runs of a folder, and a run's evaluation.
 
     tdmt sweep slurm/sweeps/example.yaml [key=value ...] [--dry-run] [--wait]
-    tdmt sweep name=quick recipe=td3_mt suites=[pendulum-mt3] seeds=[0,1] executor=local
-    tdmt status runs/<sweep>
-    tdmt report runs/<sweep> [--out DIR] [--teachers runs/<teacher sweep>]
+    tdmt sweep name=quick recipe=td3_mt suites=[pendulum-mt3] seeds=[0,1] overrides.total_steps=2000 \
+               overrides.eval_every=1000 executor=local
+    tdmt status runs/quick
+    tdmt runs [runs/]                      # every run under a folder: recipe, variant, seed, steps, status, best
+    tdmt report runs/quick [--out DIR] [--teachers runs/<teacher sweep>]    # any folder of runs
+    tdmt eval runs/quick/td3_mt/pendulum-mt3/default/seed0 [episodes=10] [video=true]
 
 ``key=value`` overrides the spec (dotted keys for nested ones: ``slurm.partition=gpu``,
-``methods.ktm_drl.overrides.total_steps=1000``).
+``methods.ktm_drl.overrides.online_steps=1000``). A bad input prints one line ``tdmt <command>: message`` and
+exits 2 (``TDMT_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
+from tdmt import __version__
 from tdmt import launch as launch_mod
+from tdmt.errors import UserError, cli_errors
 
 
 def _split(args: Sequence[str]) -> tuple[str | None, list[str]]:
     files = [a for a in args if "=" not in a]
     if len(files) > 1:
-        raise SystemExit(f"tdmt sweep: one spec file at most, got {files}")
+        raise UserError(f"one spec file at most, got {files}")
     return (files[0] if files else None), [a for a in args if "=" in a]
 
 
@@ -32,9 +39,6 @@ def _sweep(ns: argparse.Namespace) -> int:
     try:
         spec = launch_mod.load_spec(path, overrides)
         submitted = launch_mod.launch(spec, dry_run=ns.dry_run)
-    except (launch_mod.SweepSpecError, FileNotFoundError) as e:
-        print(f"tdmt sweep: {e}", file=sys.stderr)
-        return 2
     except (FailedJobError, FailedSubmissionError) as e:  # sbatch refused the array (e.g. unknown partition)
         print(f"tdmt sweep: the submission failed, nothing was submitted:\n{e}", file=sys.stderr)
         return 3
@@ -51,30 +55,60 @@ def _sweep(ns: argparse.Namespace) -> int:
 
 
 def _status(ns: argparse.Namespace) -> int:
-    try:
-        statuses = launch_mod.sweep_status(ns.sweep_dir)
-    except FileNotFoundError as e:
-        print(f"tdmt status: {e}", file=sys.stderr)
-        return 2
-    print(launch_mod.format_status(statuses))
+    print(launch_mod.format_status(launch_mod.sweep_status(ns.sweep_dir)))
     return 0
 
 
 def _report(ns: argparse.Namespace) -> int:
     from tdmt.aggregate import report
 
-    try:
-        written = report(ns.sweep_dir, out_dir=ns.out, teachers=ns.teachers)
-    except FileNotFoundError as e:
-        print(f"tdmt report: {e}", file=sys.stderr)
-        return 2
-    for path in written:
+    for path in report(ns.folder, out_dir=ns.out, teachers=ns.teachers):
         print(path)
     return 0
 
 
+def _runs(ns: argparse.Namespace) -> int:
+    from tdmt.runs import find_runs, format_runs
+
+    print(format_runs(find_runs(ns.folder), ns.folder))
+    return 0
+
+
+def _options(pairs: Sequence[str], valid: dict[str, type]) -> dict[str, object]:
+    """``key=value`` pairs of a subcommand, each of a known key and type."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in valid:
+            raise UserError(f"expected key=value with key in {sorted(valid)}, got {pair!r}")
+        value = yaml.safe_load(text)
+        if type(value) is not valid[key]:
+            raise UserError(f"{key}={text!r} should be of type {valid[key].__name__}")
+        out[key] = value
+    return out
+
+
+def _eval(ns: argparse.Namespace) -> int:
+    from tdmt.runs import evaluate_run
+
+    for path in evaluate_run(ns.run, **_options(ns.options, {"episodes": int, "video": bool})):
+        print(path)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line rule: a usage error prints ``tdmt <command>: message`` and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tdmt", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = _Parser(prog="tdmt", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"tdmt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("sweep", help="launch a sweep (a spec file and/or key=value overrides)")
     p.add_argument("args", nargs="*", help="SPEC.yaml and/or key=value pairs")
@@ -85,18 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="pending/running/done/failed of each element (log paths of failed ones)")
     p.add_argument("sweep_dir")
     p.set_defaults(func=_status)
+    p = sub.add_parser("runs", help="every run under a folder: recipe, suite, variant, seed, steps, status, best")
+    p.add_argument("folder", nargs="?", default="runs")
+    p.set_defaults(func=_runs)
     p = sub.add_parser("report", help="tables (Markdown, CSV) and learning curves (PNG) across seeds")
-    p.add_argument("sweep_dir")
-    p.add_argument("--out", default=None, help="output folder (default: <sweep_dir>/report)")
+    p.add_argument("folder", help="a sweep folder or any folder of finished runs")
+    p.add_argument("--out", default=None, help="output folder (default: <folder>/report)")
     p.add_argument("--teachers", default=None,
-                   help="folder of teacher runs (default: the sweep's own train_teachers runs, if any)")
+                   help="folder of teacher runs (default: the folder's own train_teachers runs, if any)")
     p.set_defaults(func=_report)
+    p = sub.add_parser("eval", help="evaluate a run's newest checkpoint: evaluation.md/.csv, videos/ with video=true")
+    p.add_argument("run", help="the run folder")
+    p.add_argument("options", nargs="*", help="episodes=N (default 10), video=true (one MP4 per task)")
+    p.set_defaults(func=_eval)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
-    return ns.func(ns)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    with cli_errors(f"tdmt {ns.command}"):
+        return ns.func(ns)
 
 
 if __name__ == "__main__":

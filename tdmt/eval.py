@@ -49,11 +49,13 @@ def first_episode_mask(done: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBase],
-             exploration: ExplorationType = ExplorationType.DETERMINISTIC) -> EvalResult:
-    """Run one episode in every row of ``env`` (batch ``[K]`` or ``[K, E]``) with ``policy``."""
+             exploration: ExplorationType = ExplorationType.DETERMINISTIC,
+             callback: Callable[[MultiTaskEnv, TensorDictBase], None] | None = None) -> EvalResult:
+    """Run one episode in every row of ``env`` (batch ``[K]`` or ``[K, E]``) with ``policy``; ``callback(env, td)``
+    is TorchRL ``rollout``'s per-step hook (e.g. rendering frames)."""
     steps = max(t.max_episode_steps for t in env.suite.tasks)
     with set_exploration_type(exploration):
-        rollout = env.rollout(steps, policy, break_when_any_done=False)
+        rollout = env.rollout(steps, policy, break_when_any_done=False, callback=callback)
     # rollout: [K, (E,) T]
     reward = rollout.get(("next", "reward")).squeeze(-1)
     valid = first_episode_mask(rollout.get(("next", "done")).squeeze(-1))

@@ -7,14 +7,53 @@ Curves read ``eval.csv`` rows (columns ``step`` and ``<prefix>/<task>/<metric>``
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# The papers' method names (KTM-DRL Tables 1–3, CTPG Table 1, Arora et al. Tables 1–2): results.md tables and the
+# report's legends use these, one mapping for every recipe.
+RECIPE_NAMES = {"train_teachers": "Ideal", "ktm_drl": "KTM-DRL", "td3_mt": "TD3-MT", "distill_kl": "Distillation "
+                "Multi-task", "finetune": "Fine-tuning"}
+SAC_BACKBONE_NAMES = {"mtsac": "MTSAC", "mhsac": "MHSAC", "pcgrad": "PCGrad", "sm": "SM", "paco": "PaCo"}
+CTPG_GUIDE_NAMES = {"none": "", "qmp": " w/ QMP", "ctpg": " w/ CTPG"}
+
+
+def method_name(recipe: str, cfg: Any) -> str:
+    """The paper's name of the method a run of ``recipe`` with config ``cfg`` (a dataclass or a mapping) trains,
+    with the ablation it is (KTM-DRL Table 3: "KTM-DRL w/o Offline", ...); a recipe of one's own keeps its name."""
+    def get(key: str, default: Any = None) -> Any:
+        return cfg.get(key, default) if isinstance(cfg, Mapping) else getattr(cfg, key, default)
+
+    if recipe == "ktm_drl":
+        parts = [text for off, text in ((get("offline_steps", 1) == 0, "w/o Offline"),
+                                        (get("online_steps", 1) == 0, "w/o Online"),
+                                        (get("online_steps", 1) and get("alpha", 1) == 0, "Online w/o Teachers"),
+                                        (get("online_steps", 1) and get("beta", 1) == 0, "Online only Teacher"),
+                                        (get("per_task_replay", True) is False, "w/o HER")) if off]
+        return " ".join(["KTM-DRL", *parts])
+    if recipe == "td3_mt":
+        return "G-Surgery" if get("pcgrad", False) else "TD3-MT"
+    if recipe in ("sac_mt", "ctpg"):
+        name = SAC_BACKBONE_NAMES.get(get("backbone", "mtsac"), str(get("backbone")))
+        if recipe == "sac_mt":
+            return name
+        name += CTPG_GUIDE_NAMES.get(get("guide", "ctpg"), f" w/ {get('guide')}")
+        if get("guide", "ctpg") == "ctpg":
+            name += "".join(text for key, text in (("policy_filter", " w/o policy filter"),
+                                                   ("hindsight", " w/o hindsight")) if get(key, True) is False)
+            if get("guide_block", "temperature") == "none":
+                name += " w/o guide block"
+        return name
+    if recipe == "a2c_multitask":
+        return "Vanilla Multi-task" if get("architecture", "multihead") == "multihead" else "Scratch"
+    return RECIPE_NAMES.get(recipe, recipe)
 
 
 def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
