@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -371,3 +372,20 @@ def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value) or "none"
     return str(value)
+
+
+# Keys a budget factor shrinks (``tdmt sweep … scale=0.01``): step budgets and cadences, evaluation episodes and
+# replay sizes, so that a smoke run of a whole pipeline does every kind of work at a tiny size.
+_SCALED = re.compile(r"(^|_)steps$|_frames$|_every$|^learning_starts$|_episodes$|^buffer_size_per_task$")
+
+
+def scale_budgets(cfg: T, factor: float) -> T:
+    """A copy of ``cfg`` with every budget-like integer key times ``factor`` (at least 1 where it was >= 1;
+    0 stays 0: "never"/"none")."""
+    changes = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _SCALED.search(f.name) or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            continue
+        changes[f.name] = max(1, math.ceil(value * factor) if f.name.endswith("_episodes") else int(value * factor))
+    return apply_overrides(cfg, changes)

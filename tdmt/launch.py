@@ -57,8 +57,8 @@ import yaml
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
 from tdmt.algos import get_recipe
-from tdmt.algos.run import STATE, SUMMARY, StopRequested, signal_actions
-from tdmt.config import apply_overrides, check_ranges, load_yaml, save_yaml, to_dict
+from tdmt.algos.run import STATE, SUMMARY, StopRequested, check_resume, signal_actions
+from tdmt.config import apply_overrides, check_ranges, load_yaml, save_yaml, scale_budgets, to_dict
 from tdmt.envs import list_suites
 from tdmt.progress import tqdm
 
@@ -115,6 +115,15 @@ class Method:
     recipe: str
     overrides: dict[str, Any]
     variants: dict[str, dict[str, Any]]
+    stage: str = "main"
+
+
+@dataclass
+class Stage:
+    """A group of methods that starts once every stage in ``after`` has finished (SLURM: ``afterok``)."""
+
+    name: str
+    after: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -128,6 +137,7 @@ class Element:
     run_dir: str
     config: dict[str, Any] = field(hash=False, compare=False)
     launch_dir: str = ""
+    stage: str = "main"
 
     @property
     def key(self) -> str:
@@ -145,6 +155,8 @@ class SweepSpec:
     root: str = "runs"
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
     local: LocalOptions = field(default_factory=LocalOptions)
+    stages: list[Stage] = field(default_factory=lambda: [Stage("main")])
+    scale: float = 1.0  # budget factor for a smoke run of the whole pipeline (tdmt.config.scale_budgets)
 
     @property
     def dir(self) -> Path:
@@ -153,7 +165,8 @@ class SweepSpec:
 
 # ---------------------------------------------------------------------------------------------- spec parsing
 SPEC_KEYS = ("name", "root", "suites", "seeds", "methods", "recipe", "variants", "overrides", "executor",
-             "slurm", "local")
+             "slurm", "local", "stages", "scale", "paper")
+STAGE_KEYS = ("methods", "recipe", "variants", "after")
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -181,6 +194,36 @@ def _options(cls: type, value: Any, where: str) -> Any:
         return apply_overrides(cls(), _mapping(value, where))
     except (KeyError, TypeError, ValueError) as e:
         raise SweepSpecError(f"{where}: {_message(e)}") from e
+
+
+def _stages(data: dict) -> tuple[list[Stage], dict[str, Method]]:
+    """The stages in launch order and every method (tagged with its stage); a spec without ``stages`` is one
+    stage ``main``."""
+    if "stages" not in data:
+        return [Stage("main")], _methods(data)
+    clash = sorted({"methods", "recipe", "variants"} & set(data))
+    if clash:
+        raise SweepSpecError(f"give methods inside 'stages' or at the top level, not both (top level has {clash})")
+    raw = _mapping(data["stages"], "stages")
+    if not raw:
+        raise SweepSpecError("'stages' is empty; give stage name -> {methods, after}")
+    stages, methods = [], {}
+    for name, body in raw.items():
+        body = _mapping(body, f"stages.{name}")
+        unknown = sorted(set(body) - set(STAGE_KEYS))
+        if unknown:
+            raise SweepSpecError(f"stages.{name}: unknown keys {unknown}; valid: {list(STAGE_KEYS)}")
+        after = [str(a) for a in (body.get("after") or [])]
+        missing = [a for a in after if a not in [st.name for st in stages]]
+        if missing:
+            raise SweepSpecError(f"stages.{name}.after names {missing}, which is not an earlier stage; "
+                                 f"valid: {[st.name for st in stages]}")
+        stages.append(Stage(str(name), after))
+        for recipe, method in _methods(body).items():
+            if recipe in methods:
+                raise SweepSpecError(f"stages.{name}: method {recipe!r} is already in stage {methods[recipe].stage!r}")
+            methods[recipe] = dataclasses.replace(method, stage=str(name))
+    return stages, methods
 
 
 def _methods(data: dict) -> dict[str, Method]:
@@ -232,8 +275,12 @@ def parse_spec(data: dict[str, Any]) -> SweepSpec:
             raise SweepSpecError(f"{name}={items} repeats {repeated}; give each at most once")
     if any(seed < 0 for seed in seeds):
         raise SweepSpecError(f"seeds={seeds} has a negative seed; valid: integers >= 0")
+    scale = data.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise SweepSpecError(f"scale={scale!r} is not valid; valid: a number in (0, 1] (budget factor)")
+    stages, methods = _stages(data)
     return SweepSpec(
-        name=data["name"], suites=suites, seeds=seeds, methods=_methods(data),
+        name=data["name"], suites=suites, seeds=seeds, methods=methods, stages=stages, scale=float(scale),
         overrides=_mapping(data.get("overrides"), "overrides"), executor=executor, root=str(data.get("root", "runs")),
         slurm=_options(SlurmOptions, data.get("slurm"), "slurm"),
         local=_options(LocalOptions, data.get("local"), "local"))
@@ -282,9 +329,11 @@ def _resolve(method: Method, variant: str, suite: str, seed: int, spec: SweepSpe
     values.update(suite=suite, seed=seed, run_dir=str(run_dir))
     try:
         cfg = apply_overrides(module.Config(), values)
+        if spec.scale != 1.0:
+            cfg = scale_budgets(cfg, spec.scale)
     except (KeyError, TypeError, ValueError) as e:
         raise SweepSpecError(f"{where} (suite {suite}, seed {seed}): {_message(e)}") from e
-    return Element(method.recipe, variant, suite, seed, str(run_dir), to_dict(cfg), os.getcwd())
+    return Element(method.recipe, variant, suite, seed, str(run_dir), to_dict(cfg), os.getcwd(), method.stage)
 
 
 def expand(spec: SweepSpec) -> list[Element]:
@@ -548,8 +597,15 @@ def _entry(element: Element) -> dict[str, Any]:
     return {"key": element.key, **data, "jobs": []}
 
 
-def _submit_slurm(spec: SweepSpec, todo: list[Element], folder: Path) -> list[dict[str, Any]]:
-    jobs = _slurm_executor(spec, folder).map_array(SweepRunner(), todo)
+def _submit_slurm(spec: SweepSpec, todo: list[Element], folder: Path, after: list[str]) -> list[dict[str, Any]]:
+    """One job array for ``todo``; with ``after`` (job ids), it starts only when all of them ended well
+    (``afterok``) and is cancelled by SLURM if one of them fails (``kill-on-invalid-dep``)."""
+    executor = _slurm_executor(spec, folder)
+    if after:
+        extra = {**spec.slurm.additional_parameters, "dependency": "afterok:" + ":".join(after),
+                 "kill_on_invalid_dep": "yes"}
+        executor.update_parameters(additional_parameters=extra)
+    jobs = executor.map_array(SweepRunner(), todo)
     return [{"executor": "slurm", "job_id": j.job_id, "log": str(j.paths.stdout)} for j in jobs]
 
 
@@ -585,10 +641,21 @@ def _run_debug(todo: list[Element], on_submit) -> None:
         SweepRunner()(element)
 
 
-def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
-    """Validate the whole grid, then submit the elements that are not done, pending or running.
+def _unfinished_jobs(stage: Stage, elements: list[Element], entries: dict[str, dict[str, Any]]) -> list[str]:
+    """Job (array) ids of the elements of ``stage``'s prerequisite stages that are not done yet."""
+    before = [e for e in elements if e.stage in stage.after]
+    states = {s.key: s.state for s in statuses_of([entries[e.key] for e in before])}
+    ids = {entries[e.key]["jobs"][-1]["job_id"].split("_")[0] for e in before
+           if states[e.key] != "done" and entries[e.key]["jobs"]}
+    return sorted(ids)
 
-    Returns the submitted elements (with ``dry_run``: those that would be).
+
+def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
+    """Validate the whole grid, then submit the elements that are not done, pending or running, stage by stage.
+
+    On SLURM every stage is submitted at once as its own job array, held (``afterok``) until the arrays of the
+    stages it comes after have ended well; locally the stages run in order, and a stage whose prerequisites did
+    not all finish is not started. Returns the submitted elements (with ``dry_run``: those that would be).
     """
     elements = expand(spec)
     sweep_dir = spec.dir.resolve()
@@ -598,9 +665,17 @@ def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
         entries.setdefault(element.key, _entry(element))
     states = {s.key: s.state for s in statuses_of([entries[e.key] for e in elements])}
     todo = [e for e in elements if states[e.key] in ("failed", "stopped") or not entries[e.key]["jobs"]]
+    configs = {e.key: apply_overrides(get_recipe(e.recipe).Config(), e.config) for e in todo}
+    for element in todo:  # a folder that holds another configuration's run: refuse before submitting anything
+        try:
+            check_resume(Path(element.run_dir), configs[element.key])
+        except ValueError as e:
+            raise SweepSpecError(f"{element.key}: {_message(e)}") from e
     skipped = len(elements) - len(todo)
+    stages = f", stages {' -> '.join(st.name for st in spec.stages)}" if len(spec.stages) > 1 else ""
+    scale = f", budgets x{spec.scale:g}" if spec.scale != 1.0 else ""
     print(f"[tdmt] sweep {spec.name}: {len(elements)} elements, {len(todo)} to submit, {skipped} done/pending/"
-          f"running ({spec.executor} executor, results in {sweep_dir})", flush=True)
+          f"running ({spec.executor} executor{stages}{scale}, results in {sweep_dir})", flush=True)
     if dry_run or not todo:
         return todo
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -608,7 +683,7 @@ def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
     for element in todo:
         run_dir = Path(element.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(apply_overrides(get_recipe(element.recipe).Config(), element.config), run_dir / "config.yaml")
+        save_yaml(configs[element.key], run_dir / "config.yaml")
         _write_job_file(run_dir, state="submitted")
 
     def on_submit(element: Element, job: dict[str, Any]) -> None:
@@ -616,15 +691,26 @@ def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
         _write_manifest(sweep_dir, manifest)
 
     folder = sweep_dir / "logs"
+    for stage in spec.stages:
+        batch = [e for e in todo if e.stage == stage.name]
+        if not batch:
+            continue
+        after = _unfinished_jobs(stage, elements, entries) if stage.after else []
+        if spec.executor == "slurm":
+            for element, job in zip(batch, _submit_slurm(spec, batch, folder, after)):
+                on_submit(element, job)
+            held = f", held until {', '.join(after)} end well" if after else ""
+            print(f"[tdmt] stage {stage.name}: submitted job array "
+                  f"{entries[batch[0].key]['jobs'][-1]['job_id'].split('_')[0]}{held}", flush=True)
+        elif after:
+            print(f"[tdmt] stage {stage.name} not started: stage(s) {stage.after} did not all finish "
+                  f"(see tdmt status {sweep_dir})", flush=True)
+        elif spec.executor == "local":
+            _run_local(spec, batch, folder, on_submit)
+        else:
+            _run_debug(batch, on_submit)
     if spec.executor == "slurm":
-        for element, job in zip(todo, _submit_slurm(spec, todo, folder)):
-            on_submit(element, job)
-        print(f"[tdmt] submitted job array {entries[todo[0].key]['jobs'][-1]['job_id'].split('_')[0]}; "
-              f"follow it with: tdmt status {sweep_dir}", flush=True)
-    elif spec.executor == "local":
-        _run_local(spec, todo, folder, on_submit)
-    else:
-        _run_debug(todo, on_submit)
+        print(f"[tdmt] follow it with: tdmt status {sweep_dir}", flush=True)
     return todo
 
 
@@ -633,7 +719,7 @@ def wait(sweep_dir: str | os.PathLike, poll_s: float = 5.0, timeout_s: float | N
     start = time.monotonic()
     while True:
         statuses = sweep_status(sweep_dir)
-        if all(s.state in ("done", "failed") for s in statuses):
+        if all(s.state in ("done", "failed", "stopped") for s in statuses):
             return statuses
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             raise TimeoutError(f"sweep {sweep_dir} not finished after {timeout_s} s:\n{format_status(statuses)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -82,7 +83,7 @@ def test_debug_sweep_layout_resolved_configs_skip_done_status_and_report(tmp_pat
     assert (sweep / TOY / "pendulum-mt3" / "small" / "seed0" / "summary.json").stat().st_mtime == mtime
     capsys.readouterr()
     assert cli.main(["status", str(sweep)]) == 0
-    assert "0 pending, 0 running, 4 done, 0 failed" in capsys.readouterr().out
+    assert "0 pending, 0 running, 0 stopped, 4 done, 0 failed" in capsys.readouterr().out
 
     written = report(sweep)
     md = (sweep / "report" / "report.md").read_text()
@@ -186,3 +187,50 @@ def test_status_from_sacct_states_job_files_and_collapsed_array_ids(tmp_path):
         wait(tmp_path, poll_s=0.05, timeout_s=0.1)
     (tmp_path / "summary.json").write_text("{}")
     assert element_status(entry, {"12_1": "FAILED"}).state == "done"
+
+
+def _staged(tmp_path, executor: str, **stage1) -> dict:
+    return {"name": "staged", "root": str(tmp_path / "runs"), "suites": ["pendulum-mt3"], "seeds": [0, 1],
+            "executor": executor, "scale": 0.1,
+            "stages": {
+                "first": {"methods": {TOY: {"overrides": {"total_steps": 300, "eval_every": 100,
+                                                          "checkpoint_every": 100, **stage1},
+                                            "variants": {"a": {"hidden": 8}}}}},
+                "second": {"after": ["first"], "methods": {"tests.toy_consumer": {"overrides": {
+                    "source": "{sweep}/" + TOY + "/{suite}/a/seed{seed}"}}}}}}
+
+
+def test_stages_run_in_order_with_budgets_scaled(tmp_path):
+    data = _staged(tmp_path, "debug")
+    spec = load_spec(None, [f"{k}={json.dumps(v)}" for k, v in data.items()])
+    assert [st.name for st in spec.stages] == ["first", "second"] and spec.scale == 0.1
+    submitted = launch(spec)
+    assert [e.stage for e in submitted] == ["first", "first", "second", "second"]
+    sweep = tmp_path / "runs" / "staged"
+    for seed in (0, 1):
+        first = json.loads((sweep / TOY / "pendulum-mt3" / "a" / f"seed{seed}" / "summary.json").read_text())
+        second = json.loads((sweep / "tests.toy_consumer" / "pendulum-mt3" / "default" / f"seed{seed}" /
+                             "summary.json").read_text())
+        assert first["steps"] == 30 and second == {"source_steps": 30}  # 300 steps x scale 0.1, seen by stage 2
+
+
+def test_a_stage_waits_for_its_prerequisites_and_is_not_started_when_one_failed(tmp_path, capsys):
+    data = _staged(tmp_path, "local", crash_at_step=5)
+    launch(load_spec(None, [f"{k}={json.dumps(v)}" for k, v in data.items()]))
+    out = capsys.readouterr().out
+    assert "stage second not started: stage(s) ['first'] did not all finish" in out
+    states = {s.key: s.state for s in sweep_status(tmp_path / "runs" / "staged")}
+    assert [states[k] for k in sorted(states)] == ["pending", "pending", "failed", "failed"]  # consumer, toy
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"stages": {"b": {"after": ["a"], "recipe": TOY}}}, "stages.b.after names ['a'], which is not an earlier stage"),
+    ({"stages": {"a": {"recipe": TOY, "afterr": []}}}, "stages.a: unknown keys ['afterr']"),
+    ({"scale": 0}, "scale=0 is not valid; valid: a number in (0, 1]"),
+])
+def test_bad_stages_are_refused(tmp_path, change, message):
+    data = _spec(tmp_path, **change)
+    if "stages" in change:
+        data.pop("methods")
+    with pytest.raises(SweepSpecError, match=re.escape(message)):
+        load_spec(None, [f"{k}={json.dumps(v)}" for k, v in data.items()])
