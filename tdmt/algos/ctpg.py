@@ -343,7 +343,7 @@ def sample_tasks(replay: PerTaskReplayBuffer, tasks: torch.Tensor, batch_size_pe
     """``[T, n]`` transitions of ``tasks`` (row t: task ``tasks[t]``), drawn like ``replay.sample()`` (uniform, with
     replacement) in one gather from the replay's ``[K, C]`` storage, without drawing the other tasks' rows."""
     tasks = tasks.to(replay._size.device)
-    idx = (torch.rand(tasks.shape[0], batch_size_per_task) * replay._size[tasks, None]).long()
+    idx = (torch.rand(tasks.shape[0], batch_size_per_task, device=tasks.device) * replay._size[tasks, None]).long()
     return replay._data[tasks[:, None].expand_as(idx), idx]
 
 

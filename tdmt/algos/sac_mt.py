@@ -84,15 +84,13 @@ class Config(BaseConfig):
 
     DEVICES: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     RANGES: ClassVar[dict[str, str]] = {
-        "buffer_size_per_task": ">= 0", "updates_per_step": ">= 1", "alpha_init": "> 0", "alpha_max": "> 0",
+        "buffer_size_per_task": ">= 0", "exploration_steps": ">= 1", "updates_per_step": ">= 1",
+        "alpha_init": "> 0", "alpha_max": "> 0",
         "mask_out_threshold": "> 0", "mask_out_start": ">= 0", "final_eval_episodes": ">= 1",
     }
 
     def validate(self) -> None:
         super().validate()
-        if self.exploration_steps < 1:
-            raise ValueError(f"exploration_steps={self.exploration_steps} is out of range; valid: >= 1 (updates need "
-                             "data)")
         if self.alpha_max < self.alpha_init:
             raise ValueError(f"alpha_max={self.alpha_max} is below alpha_init={self.alpha_init}; valid: alpha_max >= "
                              "alpha_init")

@@ -374,9 +374,10 @@ class MultiTaskSACLoss(LossModule):
             return
         keep = kept.detach().bool()
         K = keep.shape[0]
-        coeff = torch.rand(K, K, generator=generator).to(keep.device) * keep.to(torch.float32)
+        coeff = torch.rand(K, K, generator=generator, device="cpu").to(keep.device) * keep.to(torch.float32)
         coeff = coeff / coeff.sum(-1, keepdim=True).clamp_min(torch.finfo(coeff.dtype).tiny)
-        fresh = torch.rand(K, entries[0][0].get(entries[0][1]).shape[-1], generator=generator).to(keep.device)
+        sets = entries[0][0].get(entries[0][1]).shape[-1]
+        fresh = torch.rand(K, sets, generator=generator, device="cpu").to(keep.device)
         fresh = fresh / fresh.norm(dim=-1, keepdim=True)  # unit-norm rows, as PaCoMLP initialises them
         for params, key in entries:
             weights = params.get(key)
