@@ -15,8 +15,11 @@ Per suite the report holds, as Markdown (``report.md``) and CSV:
 * **learning curves** (``<suite>_curves.png``): per task, the mean over seeds with a shaded ± std band
   (KTM-DRL Figures 2–3), drawn by :func:`tdmt.report.plot_curves`.
 
-A method is labelled by its recipe, or ``recipe/variant`` when the recipe has several variants. Teacher runs are
-those of the ``train_teachers`` recipe, in the sweep itself or in the folder given by ``teachers=``.
+Any folder of runs works (a sweep, ``runs/`` of hand-launched recipes, a mix): every finished run under it is found
+by :func:`tdmt.runs.find_runs`. A method is labelled by its paper name (:func:`tdmt.report.method_name`), with its
+variant (the config keys that differ from the recipe's defaults) when runs of one method differ otherwise. Teacher
+runs are those of the ``train_teachers`` recipe ("Ideal"), in the folder itself or in the folder given by
+``teachers=``.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tdmt import runs as runs_mod
 from tdmt.algos.run import SUMMARY
 from tdmt.envs import get_suite
 from tdmt.logger import CSVLog
-from tdmt.report import markdown_table, plot_curves, write_text
+from tdmt.report import markdown_table, method_name, plot_curves, write_text
 
 TEACHER_RECIPE = "train_teachers"
-IDEAL = "Ideal"
+IDEAL = method_name(TEACHER_RECIPE, {})
 
 
 @dataclass
@@ -48,6 +52,7 @@ class RunResult:
     variant: str
     seed: int
     rows: list[dict[str, str]] = field(repr=False)
+    method: str = ""  # the paper's name of the method (tdmt.report.method_name)
 
     def scores(self, task: str, metric: str = "return") -> np.ndarray:
         column = f"eval/{task}/{metric}"
@@ -55,23 +60,19 @@ class RunResult:
 
 
 def find_runs(folder: str | os.PathLike) -> list[RunResult]:
-    """Finished runs under ``folder`` laid out as ``<recipe>/<suite>/<variant>/seed<k>/``."""
-    runs = []
-    for summary in sorted(Path(folder).glob(f"*/*/*/seed*/{SUMMARY}")):
-        run_dir = summary.parent
-        variant_dir = run_dir.parent
-        suite_dir = variant_dir.parent
-        runs.append(RunResult(suite_dir.parent.name, suite_dir.name, variant_dir.name, int(run_dir.name[4:]),
-                              CSVLog(run_dir / "eval.csv").rows()))
-    return runs
+    """Finished runs (``summary.json`` present) anywhere under ``folder``, whoever launched them."""
+    return [RunResult(r.recipe, r.suite, r.variant, r.seed if r.seed is not None else 0,
+                      CSVLog(r.dir / "eval.csv").rows(), r.method)
+            for r in runs_mod.find_runs(folder) if r.status == "done"]
 
 
 def _labels(runs: list[RunResult]) -> dict[tuple[str, str], str]:
+    """Legend and table label of each (recipe, variant): the method's name, and the variant too where one name
+    covers several variants."""
     variants = defaultdict(set)
     for r in runs:
-        variants[r.recipe].add(r.variant)
-    return {(r.recipe, r.variant): (IDEAL if r.recipe == TEACHER_RECIPE and len(variants[r.recipe]) == 1 else
-                                   r.recipe if len(variants[r.recipe]) == 1 else f"{r.recipe}/{r.variant}")
+        variants[r.method].add((r.recipe, r.variant))
+    return {(r.recipe, r.variant): r.method if len(variants[r.method]) == 1 else f"{r.method} ({r.variant})"
             for r in runs}
 
 
@@ -96,6 +97,7 @@ def _csv(header: list[str], rows: list[list[object]]) -> str:
 
 
 def _per_method(runs: list[RunResult], labels: dict[tuple[str, str], str]) -> dict[str, list[RunResult]]:
+    """Runs grouped by label, the Ideal (teachers) first."""
     grouped: dict[str, list[RunResult]] = defaultdict(list)
     for r in runs:
         grouped[labels[(r.recipe, r.variant)]].append(r)
@@ -113,15 +115,18 @@ def score_table(methods: dict[str, list[RunResult]], tasks: list[str], reduce: s
 
 
 def ratio_table(methods: dict[str, list[RunResult]], tasks: list[str]) -> dict[str, dict[str, float]]:
-    """Performance ratio (KTM-DRL Table 3): each run's max average return over the Ideal's, mean over seeds."""
+    """Performance ratio (KTM-DRL Table 3): each run's max average return over the Ideal's, mean over seeds; nan
+    where the Ideal's return is not positive (a ratio of two negative returns inverts: 1.4 would mean worse), the
+    average is over the other tasks (as the recipes' ``results.md``)."""
     ideal = {t: _stat([float(s.max()) for r in methods[IDEAL] if len(s := r.scores(t))])[0] for t in tasks}
     table = {}
     for label, runs in methods.items():
         if label == IDEAL:
             continue
         row = {t: float(np.mean([s.max() / ideal[t] for r in runs if len(s := r.scores(t))] or [np.nan]))
-               for t in tasks}
-        row["average"] = float(np.nanmean(list(row.values())))
+               if ideal[t] > 0 else float("nan") for t in tasks}
+        valid = [v for v in row.values() if not np.isnan(v)]
+        row["average"] = float(np.mean(valid)) if valid else float("nan")
         table[label] = row
     return table
 
@@ -148,27 +153,33 @@ def _suite_section(suite: str, runs: list[RunResult], labels: dict, out: Path) -
         ratios = ratio_table(methods, tasks)
         header = ["method", *tasks, "average"]
         rows = [[m, *(f"{r[c]:.4f}" for c in (*tasks, "average"))] for m, r in ratios.items()]
-        text += "### performance ratio to Ideal (KTM-DRL Table 3 layout)\n\n" + markdown_table(header, rows) + "\n"
+        text += ("### performance ratio to Ideal (KTM-DRL Table 3 layout; nan where the Ideal's return is not "
+                 "positive, the average is over the other tasks)\n\n" + markdown_table(header, rows) + "\n")
         path = out / f"{suite}_ratio.csv"
         write_text(path, _csv(header, [[m, *(r[c] for c in (*tasks, "average"))] for m, r in ratios.items()]))
         written.append(path)
-    png = plot_curves({m: [r.rows for r in rs] for m, rs in methods.items()}, tasks, out / f"{suite}_curves.png",
-                      title=f"{suite}: mean ± std across seeds")
-    text += f"![learning curves]({png.name})\n\n"
-    return text, [*written, png]
+    curves = {m: [r.rows for r in rs] for m, rs in methods.items()}
+    pngs = [plot_curves(curves, tasks, out / f"{suite}_curves.png", title=f"{suite}: return, mean ± std across seeds")]
+    if get_suite(suite).success_metric:
+        pngs.append(plot_curves(curves, tasks, out / f"{suite}_success_curves.png", metric="success",
+                                title=f"{suite}: success rate, mean ± std across seeds"))
+    text += "".join(f"![learning curves]({png.name})\n\n" for png in pngs)
+    return text, [*written, *pngs]
 
 
 def report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
            teachers: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``report.md``, the CSV tables and the curve PNGs of the sweep; returns the written paths."""
+    """Write ``report.md``, the CSV tables and the curve PNGs of the finished runs under ``sweep_dir`` (a sweep or
+    any folder of runs); returns the written paths."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"no sweep folder {sweep_dir}")
+        raise FileNotFoundError(f"no folder {sweep_dir}")
     runs = find_runs(sweep_dir)
     if teachers:
         runs += [r for r in find_runs(teachers) if r.recipe == TEACHER_RECIPE]
     if not runs:
-        raise FileNotFoundError(f"no finished run (<recipe>/<suite>/<variant>/seed<k>/{SUMMARY}) under {sweep_dir}")
+        raise FileNotFoundError(f"no finished run (a run folder with {SUMMARY}) under {sweep_dir}; "
+                                f"`tdmt runs {sweep_dir}` lists its runs")
     out = Path(out_dir) if out_dir else sweep_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     labels = _labels(runs)

@@ -64,17 +64,59 @@ def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(steps), np.asarray(values)
 
 
+def offline_updates(rows: list[dict]) -> int:
+    """The number of offline updates before a run's first env step: KTM-DRL's eval rows have ``stage`` offline
+    (its step counts updates) then online (its step counts updates + env steps per task); 0 for other runs."""
+    return max((int(float(r["step"])) for r in rows if r.get("stage") == "offline"), default=0)
+
+
+def _env_steps(rows: list[dict]) -> list[dict]:
+    """Rows with ``step`` as env steps per task: a KTM-DRL run's offline updates become negative, its online
+    steps count from 0 (the offline→online boundary)."""
+    offset = offline_updates(rows)
+    return [{**r, "step": float(r["step"]) - offset} for r in rows] if offset else rows
+
+
+def _with_task_mean(rows: list[dict], task_names: Sequence[str], column: str, prefix: str, metric: str
+                    ) -> list[dict]:
+    """Rows with ``column`` = the mean over tasks of ``<prefix>/<task>/<metric>`` (rows missing a task skipped)."""
+    out = []
+    for r in rows:
+        values = [r.get(f"{prefix}/{t}/{metric}") for t in task_names]
+        if all(v not in (None, "") for v in values):
+            out.append({**r, column: sum(float(v) for v in values) / len(values)})
+    return out
+
+
 def plot_curves(runs: dict[str, Sequence[list[dict]]], task_names: Sequence[str], out: str | os.PathLike,
-                metric: str = "return", prefix: str = "eval", title: str | None = None) -> Path:
-    """One subplot per task; ``runs`` maps a label (method) to a list of runs (seeds), each a list of eval rows."""
-    n = len(task_names)
+                metric: str = "return", prefix: str = "eval", title: str | None = None,
+                references: dict[str, Sequence[float]] | None = None) -> Path:
+    """One subplot per task and one for the mean over tasks; ``runs`` maps a label (method) to a list of runs
+    (seeds), each a list of eval rows; ``references`` maps a label (e.g. the teachers) to a per-task level drawn
+    as a dashed line.
+
+    Each method has one colour (line, band and markers); several seeds draw their mean and a ± std band; a run
+    with one evaluation shows a marker. The x axis is env steps per task: KTM-DRL's offline updates sit left of
+    0, shaded and labelled, with the offline→online boundary at 0. Success rates use a fixed [0, 1] axis.
+    """
+    panels = [*task_names, "mean over tasks"]
+    n = len(panels)
     cols = min(4, n)
     rows_n = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3 * rows_n), squeeze=False)
-    for k, task in enumerate(task_names):
+    colors = {label: f"C{i % 10}" for i, label in enumerate([*runs, *(references or {})])}
+    mean_column = "__mean_over_tasks__"
+    runs = {label: [_env_steps(r) for r in seeds] for label, seeds in runs.items()}
+    offline = any(float(r["step"]) < 0 for seeds in runs.values() for rows in seeds for r in rows)
+    for k, panel in enumerate(panels):
         ax = axes[k // cols][k % cols]
+        mean_panel = k == len(task_names)
         for label, seeds in runs.items():
-            curves = [_series(r, f"{prefix}/{task}/{metric}") for r in seeds]
+            if mean_panel:
+                curves = [_series(_with_task_mean(r, task_names, mean_column, prefix, metric), mean_column)
+                          for r in seeds]
+            else:
+                curves = [_series(r, f"{prefix}/{panel}/{metric}") for r in seeds]
             curves = [c for c in curves if len(c[0])]
             if not curves:
                 continue
@@ -82,21 +124,38 @@ def plot_curves(runs: dict[str, Sequence[list[dict]]], task_names: Sequence[str]
             steps = curves[0][0][:length]
             values = np.stack([c[1][:length] for c in curves])
             mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, label=label)
+            ax.plot(steps, mean, color=colors[label], label=label, marker="o" if length == 1 else None)
             if len(curves) > 1:
-                ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("environment steps", fontsize=8)
-        ax.set_ylabel(metric, fontsize=8)
+                ax.fill_between(steps, mean - std, mean + std, color=colors[label], alpha=0.2, linewidth=0)
+        for label, levels in (references or {}).items():
+            level = float(np.mean(levels)) if mean_panel else float(levels[k])
+            if np.isfinite(level):
+                ax.axhline(level, color=colors[label], linestyle="--", linewidth=1.2, label=label)
+        if offline:
+            left = ax.get_xlim()[0]
+            ax.axvspan(left, 0, color="0.85", alpha=0.5, linewidth=0)
+            ax.set_xlim(left=left)
+            ax.axvline(0, color="0.3", linestyle=":", linewidth=1)
+            ax.text(0.02, 0.97, "offline updates", transform=ax.transAxes, fontsize=7, va="top", color="0.3")
+        if metric == "success":
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_title(panel, fontsize=9, fontweight="bold" if mean_panel else "normal")
+        ax.set_xlabel("env steps per task" + (" (offline updates < 0)" if offline else ""), fontsize=8)
+        ax.set_ylabel(f"{metric} rate" if metric == "success" else metric, fontsize=8)
         ax.grid(alpha=0.3)
     for k in range(n, rows_n * cols):
         axes[k // cols][k % cols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    legend = {}  # one entry per label, from whichever panel drew it
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 1))
+    legend_in = 0.2 * ((len(handles) + 3) // 4) + 0.1 if handles else 0  # inches below the panels for the legend
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
     out = Path(out)
     tmp = out.with_name(".tmp-" + out.name)
     fig.savefig(tmp, dpi=110, format="png")

@@ -34,7 +34,8 @@ CONFIG, SUMMARY, STATE, JOB = "config.yaml", "summary.json", "state.json", "job.
 STATUSES = ("done", "running", "stopped", "failed", "pending")
 # Keys that never name a variant (where/how a run runs and reports, and what the table shows in its own columns).
 _NOT_VARIANT = {"suite", "seed", "run_dir", "device", "threads", "num_threads", "logger", "log_every",
-                "checkpoint_every", "progress", "eval_every", "eval_episodes", "teachers_dir", "teacher_path"}
+                "checkpoint_every", "progress", "eval_every", "eval_episodes", "final_eval_episodes", "teachers_dir",
+                "teacher_path"}
 
 
 @dataclass
@@ -83,9 +84,12 @@ def run_folders(root: str | os.PathLike) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no folder {root}")
-    marks = {p.parent for name in (CONFIG, STATE, JOB) for p in root.rglob(name)}
-    marks = {m for m in marks if "checkpoints" not in m.relative_to(root).parts}
-    return sorted(m for m in marks if not any(parent in marks for parent in m.parents))
+    found = []
+    for folder, dirs, files in os.walk(root):
+        if {CONFIG, STATE, JOB} & set(files):
+            found.append(Path(folder))
+            dirs.clear()  # what a run keeps inside its folder is part of it (and checkpoints hold many files)
+    return sorted(found)
 
 
 def _recipe_of(folder: Path, config: dict[str, Any], summary: dict[str, Any], job: dict[str, Any]) -> str:
@@ -244,7 +248,8 @@ def format_runs(runs: list[RunInfo], root: str | os.PathLike = ".") -> str:
             where = str(r.dir.relative_to(root))
         except ValueError:
             where = str(r.dir)
-        lines.append([r.recipe, r.suite, r.variant[:40], "-" if r.seed is None else str(r.seed), steps, status,
+        variant = r.variant if len(r.variant) <= 48 else r.variant[:47] + "…"
+        lines.append([r.recipe, r.suite, variant, "-" if r.seed is None else str(r.seed), steps, status,
                       best, where])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1] for line in lines)
