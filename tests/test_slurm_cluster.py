@@ -136,3 +136,42 @@ def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, 
     assert cli.main(["sweep", str(spec_file)]) == 0
     assert "0 to submit" in capsys.readouterr().out
     assert len(read_manifest(sweep)["elements"][0]["jobs"]) == 1
+
+
+def test_two_stage_spec_is_submitted_at_once_and_the_second_array_waits(cluster, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    toy, consumer = "tests.toy_recipe", "tests.toy_consumer"
+    spec = {"name": "staged", "root": str(tmp_path / "runs"), "suites": ["pendulum-mt3"], "seeds": [0, 1],
+            "executor": "slurm", "scale": 0.5,
+            "stages": {"first": {"methods": {toy: {"overrides": {"total_steps": 120, "eval_every": 60,
+                                                                 "checkpoint_every": 60, "step_delay_s": 0.05}}}},
+                       "second": {"after": ["first"], "methods": {consumer: {"overrides": {
+                           "source": "{sweep}/" + toy + "/{suite}/default/seed{seed}"}}}}},
+            "slurm": {"partition": "debug", "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 10,
+                      "array_parallelism": 4}}
+    spec_file = tmp_path / "staged.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    sweep = tmp_path / "runs" / "staged"
+    assert cli.main(["sweep", str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    entries = read_manifest(sweep)["elements"]
+    arrays = {e["stage"]: e["jobs"][-1]["job_id"].split("_")[0] for e in entries}
+    assert len(entries) == 4 and len(set(arrays.values())) == 2  # both stages submitted by one command
+    assert f"stage second: submitted job array {arrays['second']}, held until {arrays['first']} end well" in out
+    queue = subprocess.run(["squeue", "-h", "-r", "-j", arrays["second"], "-o", "%T %E"], capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    assert [line.split("(")[0] for line in queue if line] == [f"PENDING afterok:{arrays['first']}_*"] * 2, queue
+    statuses = _wait_for(lambda: (st := sweep_status(sweep)) and all(s.state in ("done", "failed") for s in st)
+                         and st, 240, "the staged sweep did not finish", sweep)
+    assert [s.state for s in statuses] == ["done"] * 4, _diagnosis(sweep)
+    for seed in (0, 1):
+        first = json.loads((sweep / toy / "pendulum-mt3" / "default" / f"seed{seed}" / "summary.json").read_text())
+        second = json.loads((sweep / consumer / "pendulum-mt3" / "default" / f"seed{seed}" /
+                             "summary.json").read_text())
+        assert first["steps"] == 60 and second == {"source_steps": 60}  # 120 x scale 0.5, read by stage 2
+    times = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,Start,End", "-j", ",".join(arrays.values())],
+                           capture_output=True, text=True, check=True).stdout.split()
+    rows = [line.split("|") for line in times]
+    first_end = max(end for jid, _, end in rows if jid.startswith(arrays["first"] + "_"))
+    second_start = min(start for jid, start, _ in rows if jid.startswith(arrays["second"] + "_"))
+    assert second_start >= first_end, rows  # ISO timestamps: the second array started after the first ended
