@@ -6,7 +6,7 @@ from tensordict import TensorDict
 from torch.distributions import Independent, Normal, kl_divergence
 
 from tdmt.envs import action_masks
-from tdmt.modules.multihead import actor_net, make_gaussian_actor
+from tdmt.modules.multihead import actor_log_std, actor_net, make_gaussian_actor
 from tdmt.objectives import KLGaussianDistillLoss, kl_diag_gaussian
 
 K, N, OBS, ACT = 3, 7, 4, 2
@@ -143,3 +143,19 @@ def test_bad_arguments_name_the_valid_choices():
         KLGaussianDistillLoss(student, teacher, direction="sideways")
     with pytest.raises(ValueError, match=r"reduction='max'.*'mean'"):
         KLGaussianDistillLoss(student, teacher, reduction="max")
+
+
+def test_kl_reaches_each_heads_state_independent_sigma():
+    """The paper's student has one learned σ per head: the forward KL's gradient on log σ_S is exactly
+    ``1 − σ_T² / σ_S²`` per dim (mean over rows), so each head is pulled towards its own teacher's σ."""
+    torch.manual_seed(0)
+    student = make_gaussian_actor(K, OBS, ACT)
+    data = _data(_task_major())
+    sigma_t = torch.tensor([0.3, 0.6, 1.5])
+    teacher = student(data.clone())
+    targets = data.clone().set(("teacher", "loc"), teacher["loc"].detach())
+    targets.set(("teacher", "scale"), sigma_t.view(K, 1, 1).expand(K, N, ACT))
+    KLGaussianDistillLoss(student)(targets)["loss_kl"].backward()
+    log_std = actor_log_std(student)
+    expected = (1 - sigma_t.pow(2)).view(K, 1).expand(K, ACT) / (K * N) * N  # σ_S = 1: mean over K·N rows
+    torch.testing.assert_close(log_std.grad, expected)
