@@ -143,3 +143,20 @@ def test_bad_config_values_name_the_valid_choices():
         parse_args(a2c_multitask.Config, ["policy=beta"])
     with pytest.raises(ValueError, match="must differ"):
         parse_args(finetune.Config, ["target_task=HalfCheetahSmallFoot"])
+
+
+def test_model_pt_reloads_into_the_policy_that_was_evaluated(tmp_path):
+    """``model.pt`` holds the weights and the observation statistics: the reloaded policy, acting on raw
+    observations, reproduces the run's final evaluation exactly."""
+    from tdmt.envs import make_env
+    from tdmt.eval import evaluate
+
+    cfg = a2c_multitask.Config(**{**TINY, "eval_episodes": 3}, run_dir=str(tmp_path / "a2c"), total_steps=200,
+                               eval_every=0, checkpoint_every=0, progress=False)
+    summary = a2c_multitask.run(cfg)
+    policy = a2c_multitask.load_model_policy(cfg, str(tmp_path / "a2c" / "model.pt"))
+    env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=3, task_onehot=False)
+    result = evaluate(env, policy)
+    env.close()
+    for task, ret in zip(result.task_names, result.return_mean):
+        assert ret == pytest.approx(summary[f"eval/{task}/return"], abs=1e-3)

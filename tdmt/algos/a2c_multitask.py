@@ -49,10 +49,9 @@ from torchrl.objectives import A2CLoss, ValueEstimators
 
 from tdmt.algos.run import TrainingRun
 from tdmt.config import BaseConfig
-from tdmt.envs import MultiTaskEnv, TaskObservationNorm, make_env
+from tdmt.envs import MultiTaskEnv, TaskObservationNorm, get_suite, make_env
 from tdmt.eval import EvalResult, evaluate
 from tdmt.modules.multihead import (
-    DISTRIBUTIONS,
     MultiHeadMLP,
     actor_log_std,
     actor_net,
@@ -137,8 +136,6 @@ class A2CAgent:
     def __init__(self, num_tasks: int, obs_dim: int, act_dims: Sequence[int], cfg: Config, action_spec=None):
         shared = cfg.architecture == "multihead"
         act_max = max(act_dims)
-        if cfg.policy not in DISTRIBUTIONS:
-            raise ValueError(f"policy={cfg.policy!r} is not valid; valid: {list(DISTRIBUTIONS)}")
         self.actor = make_gaussian_actor(num_tasks, obs_dim, act_max, cfg.actor_hidden, shared,
                                          action_spec=action_spec, distribution=cfg.policy, act_dims=act_dims)
         self.critic = make_value_critic(num_tasks, obs_dim, cfg.critic_hidden, shared,
@@ -295,6 +292,28 @@ def train_a2c(agent: A2CAgent, env: MultiTaskEnv, run: TrainingRun, cfg: Config,
     results = [evaluate(e, agent.actor) for e in eval_envs]
     run.evals.log(frames, **eval_row(results))
     return results
+
+
+def raw_observation_policy(actor: Callable[[TensorDictBase], TensorDictBase],
+                           obs_norm: TaskObservationNorm | None) -> Callable[[TensorDictBase], TensorDictBase]:
+    """``actor`` acting on a plain multi-task env's raw observations: they are first normalised with the frozen
+    statistics the actor was trained with (``obs_norm``; ``None``: the actor reads raw observations)."""
+    if obs_norm is None:
+        return actor
+    frozen = obs_norm.frozen()
+
+    def act(td: TensorDictBase) -> TensorDictBase:
+        return actor(td.set("observation", frozen.normalize(td.get("observation"), td.get("task_id"))))
+    return act
+
+
+def load_model_policy(cfg: Config, model_path: str) -> Callable[[TensorDictBase], TensorDictBase]:
+    """The policy in an ``a2c_multitask`` (or ``finetune`` phase) ``model.pt`` trained with ``cfg``, acting on raw
+    observations of ``make_env(cfg.suite, tasks=cfg.tasks or None)`` (see :func:`raw_observation_policy`)."""
+    suite = get_suite(cfg.suite).subset(list(cfg.tasks) or None)
+    agent = A2CAgent(suite.num_tasks, suite.obs_max, suite.act_dims, cfg)
+    agent.load_state_dict(torch.load(model_path), optimizer=False)
+    return raw_observation_policy(agent.actor, agent.obs_norm)
 
 
 def make_agent(cfg: Config, env: MultiTaskEnv) -> A2CAgent:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -36,6 +37,7 @@ from tdmt.algos.a2c_multitask import (
     eval_row,
     format_cell,
     frames_text,
+    raw_observation_policy,
     step_keeping_other_rows,
     table2,
     write_report,
@@ -286,6 +288,17 @@ def teachers_obs_norm(state: dict, num_tasks: int, obs_dim: int) -> TaskObservat
     norm = TaskObservationNorm(num_tasks, obs_dim)
     norm.load_state_dict(state["obs_norm"])
     return norm
+
+
+def load_model_policy(cfg: Config, model_path: str) -> Callable[[TensorDictBase], TensorDictBase]:
+    """The distilled student in a ``distill_kl`` ``model.pt`` trained with ``cfg``, acting on raw observations of
+    ``make_env(cfg.suite)`` (normalised first with the saved teachers' statistics, if any)."""
+    suite = get_suite(cfg.suite)
+    state = torch.load(model_path)
+    student = make_gaussian_actor(suite.num_tasks, suite.obs_max, suite.act_max, cfg.student_hidden,
+                                  distribution=cfg.distribution, act_dims=suite.act_dims)
+    student.load_state_dict(state["actor"])
+    return raw_observation_policy(student, teachers_obs_norm(state, suite.num_tasks, suite.obs_max))
 
 
 def _seen_through(env: MultiTaskEnv, norm: TaskObservationNorm | None) -> EnvBase:
