@@ -28,6 +28,7 @@ from tdmt.data import PerTaskReplayBuffer
 
 log = logging.getLogger(__name__)
 PREFIX = "step_"
+STORE = "replay_"  # checkpoints/replay_<name>/: the replay segments the checkpoints share
 MANIFEST = "MANIFEST.json"
 CRC_MAX_BYTES = 64 << 20  # files up to this size get a CRC32 (state.pt, metadata, logs); larger ones a size check
 
@@ -118,8 +119,9 @@ class CheckpointManager:
         tmp = self.folder / f".tmp-{PREFIX}{step:010d}-{os.getpid()}"
         tmp.mkdir()
         torch.save({"step": step, "state": state, "buffers": sorted(buffers or {})}, tmp / "state.pt")
-        for name, buffer in (buffers or {}).items():
-            buffer.dumps(tmp / f"buffer_{name}")
+        for name, buffer in (buffers or {}).items():  # only what was added since the last checkpoint
+            meta = buffer.save_increment(self.folder / f"{STORE}{name}")
+            (tmp / f"buffer_{name}.json").write_text(json.dumps(meta))
         for name, src in (files or {}).items():
             if Path(src).exists():
                 (tmp / "files").mkdir(exist_ok=True)
@@ -130,7 +132,21 @@ class CheckpointManager:
         os.replace(tmp, final)
         for old in self.checkpoints()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+        self._remove_dead_segments()
         return final
+
+    def _remove_dead_segments(self) -> None:
+        """Delete the replay segments that no kept checkpoint lists (their transitions were overwritten)."""
+        for store in self.folder.glob(f"{STORE}*"):
+            name = store.name[len(STORE):]
+            wanted = set()
+            for ckpt in self.checkpoints():
+                meta = ckpt / f"buffer_{name}.json"
+                if meta.exists():
+                    wanted.update(json.loads(meta.read_text())["segments"])
+            for segment in store.iterdir():
+                if segment.name not in wanted:
+                    shutil.rmtree(segment, ignore_errors=True)
 
     def _read(self, path: Path, buffers: Mapping[str, PerTaskReplayBuffer]) -> tuple[int, dict[str, Any]]:
         verify(path)
@@ -139,7 +155,11 @@ class CheckpointManager:
         if missing:
             raise CheckpointError(f"{path} has no replay buffer named {missing}; it has {payload['buffers']}")
         for name, buffer in buffers.items():
-            buffer.loads(path / f"buffer_{name}")
+            if (path / f"buffer_{name}").is_dir():  # a checkpoint written before incremental replay segments
+                buffer.loads(path / f"buffer_{name}")
+            else:
+                buffer.load_increments(self.folder / f"{STORE}{name}",
+                                       json.loads((path / f"buffer_{name}.json").read_text()))
         return payload["step"], payload["state"]
 
     def _quarantine(self, path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from tdmt.algos.run import StopRequested, TrainingRun, signal_actions
 from tdmt.checkpoint import CheckpointError, CheckpointManager
@@ -77,7 +79,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
     assert step == 20 and rb.num_transitions() == 3 * 20
     out = capsys.readouterr().out
     assert "step_0000000040" in out and "CRC32 mismatch" in out and "trying the previous one" in out
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if "step_" in p.name) == \
         ["corrupt-step_0000000040", "step_0000000020"]  # quarantined: never tried again
     # A resumed run continues from step 20 and still ends with the same counts.
     summary = toy_recipe.run(_toy(tmp_path, total_steps=40))
@@ -87,7 +89,10 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
 def test_truncated_buffer_falls_back_and_all_corrupt_raises(tmp_path, capsys):
     manager = _two_checkpoints(tmp_path)
     newest, oldest = manager.checkpoints()[::-1]
-    files = sorted(p for p in (newest / "buffer_replay").rglob("*") if p.is_file() and p.stat().st_size > 100)
+    segments = [set(json.loads((c / "buffer_replay.json").read_text())["segments"]) for c in (newest, oldest)]
+    (added,) = segments[0] - segments[1]  # the transitions of steps 21-40: only the newest checkpoint has them
+    store = tmp_path / "checkpoints" / "replay_replay" / added
+    files = sorted(p for p in store.rglob("*") if p.is_file() and p.stat().st_size > 100)
     with files[0].open("r+b") as f:
         f.truncate(files[0].stat().st_size // 2)
     assert _restored_buffer(tmp_path)[0] == 20
@@ -168,3 +173,40 @@ def test_log_restore_drops_torn_rows_and_uses_snapshot_when_live_lost_rows(tmp_p
     log.path.unlink()
     CSVLog(log.path).restore(snapshot, 30)
     assert [float(r["r"]) for r in CSVLog(log.path).rows()] == [15.0, 30.0, 45.0]
+
+
+def _transitions(k: int, n: int, start: int) -> TensorDict:
+    """``n`` transitions of task ``k`` whose observation is their global index (start, start + 1, ...)."""
+    index = torch.arange(start, start + n, dtype=torch.float32)
+    return TensorDict({"observation": index[:, None].expand(n, 5).clone(),
+                       "task_id": torch.full((n,), k, dtype=torch.long)}, batch_size=[n])
+
+
+def test_checkpoints_cost_what_was_added_and_restore_the_ring_exactly_after_wraps(tmp_path):
+    capacity, manager = 50, CheckpointManager(tmp_path, keep=2)
+    rb = PerTaskReplayBuffer(2, capacity, 4)
+    written = [0, 0]
+    sizes = []
+    for step, adds in enumerate([(30, 10), (5, 5), (40, 0), (70, 3), (1, 1)], start=1):
+        for k, n in enumerate(adds):
+            if n:
+                rb.extend(_transitions(k, n, written[k]))
+                written[k] += n
+        manager.save(step, {}, {"replay": rb})
+        meta = json.loads((manager.checkpoints()[-1] / "buffer_replay.json").read_text())
+        newest = max((tmp_path / "checkpoints" / "replay_replay").iterdir(), key=lambda p: p.name)
+        sizes.append(sum(f.stat().st_size for f in (newest / "rows").glob("*.memmap")))
+        restored = PerTaskReplayBuffer(2, capacity, 4)
+        assert manager.load_latest({"replay": restored})[0] == step
+        for k in range(2):  # the same live transitions, in the same ring slots, with the same cursor
+            assert restored.num_transitions(k) == rb.num_transitions(k) == min(written[k], capacity)
+            assert torch.equal(restored.task_data(k)["observation"], rb.task_data(k)["observation"])
+        assert torch.equal(restored._cursor, rb._cursor)
+        live = {p.name for p in (tmp_path / "checkpoints" / "replay_replay").iterdir()}
+        kept = set().union(*(json.loads((c / "buffer_replay.json").read_text())["segments"]
+                             for c in manager.checkpoints()))
+        assert live == kept and set(meta["segments"]) <= live  # dead segments are deleted
+    # Each segment holds only what its interval added (5 float observations + a task id per transition):
+    # 40, 10, 40, min(70, 50) + 3 and 2 transitions.
+    per_row = sizes[0] / 40
+    assert [round(s / per_row) for s in sizes] == [40, 10, 40, 53, 2]

@@ -5,6 +5,12 @@ transition to the ring of its ``task_id`` with one scatter, ``sample`` gathers `
 Written by hand because TorchRL's ``ReplayBufferEnsemble`` samples its K buffers in a Python loop and stacks
 them (see ``benchmarks/env_throughput.py`` for the comparison), and TorchRL writers keep one cursor per storage,
 not one per task.
+
+Memory and checkpoints scale with what was written, not with the capacity: the ring is allocated uninitialised
+(the OS backs a page only once a transition lands in it), and :meth:`save_increment` persists only the transitions
+added since the previous call, as a *segment* in a store folder shared by the checkpoints. A checkpoint lists the
+segments it needs (those holding the last C transitions of some task); :meth:`load_increments` replays them into
+the ring. Global transition counters per task (``totals``) say which rows of which segment are still live.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
+import zlib
 from pathlib import Path
 
 import torch
@@ -45,15 +53,21 @@ class PerTaskReplayBuffer:
         self._data: TensorDictBase | None = None
         self._cursor = torch.zeros(num_tasks, dtype=torch.long)
         self._size = torch.zeros(num_tasks, dtype=torch.long)
+        self._total = torch.zeros(num_tasks, dtype=torch.long)  # transitions ever written, per task
+        self._saved = torch.zeros(num_tasks, dtype=torch.long)  # ``_total`` at the last save_increment / load
+        self._segments: list[dict] = []  # the live segments of the store: name, starts, counts
 
     # ------------------------------------------------------------------ writing
     def _allocate(self, example: TensorDictBase) -> None:
-        template = example.clone().zero_().expand(self.num_tasks, self.capacity)
+        """Storage for ``[K, C]`` transitions shaped like ``example``, left uninitialised: a page of memory (or of
+        the memory-mapped file) is backed only once a transition is written into it."""
+        shape = (self.num_tasks, self.capacity)
         if self.storage_kind == "memory":
-            self._data = template.clone()
+            self._data = example.apply(lambda t: torch.empty(shape + t.shape, dtype=t.dtype, device=t.device),
+                                       batch_size=shape)
         else:
             prefix = self.scratch_dir or tempfile.mkdtemp(prefix="tdmt-replay-")
-            self._data = template.memmap_like(prefix=prefix, existsok=True)
+            self._data = example.expand(*shape).memmap_like(prefix=prefix, existsok=True)
 
     def extend(self, td: TensorDictBase) -> None:
         """Add transitions with any leading batch shape; each goes to the ring of its ``task_id``."""
@@ -79,6 +93,7 @@ class PerTaskReplayBuffer:
         self._data[tid_sorted, pos] = flat[order].to(self._data.device)
         self._cursor = (self._cursor + counts) % self.capacity
         self._size = torch.clamp(self._size + counts, max=self.capacity)
+        self._total += counts
 
     # ------------------------------------------------------------------ reading
     def num_transitions(self, task: int | None = None) -> int:
@@ -121,7 +136,7 @@ class PerTaskReplayBuffer:
 
     def _meta(self) -> dict:
         return {"num_tasks": self.num_tasks, "capacity_per_task": self.capacity, "cursor": self._cursor.tolist(),
-                "size": self._size.tolist(), "layout": self._layout()}
+                "size": self._size.tolist(), "total": self._total.tolist(), "layout": self._layout()}
 
     def dumps(self, path: str | os.PathLike) -> None:
         """Write the buffer to the folder ``path`` (atomically: a temporary folder renamed at the end)."""
@@ -168,3 +183,83 @@ class PerTaskReplayBuffer:
             self._data = None
         self._cursor = torch.tensor(meta["cursor"], dtype=torch.long)
         self._size = torch.tensor(meta["size"], dtype=torch.long)
+        self._total = torch.tensor(meta.get("total", meta["size"]), dtype=torch.long)
+        self._saved, self._segments = self._total.clone(), []
+
+    # ------------------------------------------------------------------ incremental persistence (checkpoints)
+    def _live(self, segment: dict, total: torch.Tensor) -> bool:
+        """Whether ``segment`` still holds one of the last C transitions of some task."""
+        starts, counts = torch.tensor(segment["starts"]), torch.tensor(segment["counts"])
+        return bool(((counts > 0) & (starts + counts > total - self.capacity)).any())
+
+    def save_increment(self, store: str | os.PathLike) -> dict:
+        """Write the transitions added since the last call as one segment under ``store`` (atomically) and return
+        what restores the buffer as it is now: counters, layout and the names of the live segments. Costs time
+        and disk in proportion to the transitions added, not to the capacity."""
+        store = Path(store)
+        start = torch.maximum(self._saved, self._total - self.capacity)
+        counts = self._total - start
+        if self._data is not None and int(counts.sum()) > 0:
+            tasks = torch.repeat_interleave(torch.arange(self.num_tasks), counts)
+            offset = torch.arange(tasks.numel()) - (torch.cumsum(counts, 0) - counts)[tasks]
+            rows = self._data[tasks, (start[tasks] + offset) % self.capacity]
+            name = f"segment-{int(self._total.sum()):012d}-{uuid.uuid4().hex[:8]}"
+            tmp = store / f".tmp-{name}"
+            tmp.mkdir(parents=True)
+            rows.memmap(tmp / "rows")
+            info = {"starts": start.tolist(), "counts": counts.tolist()}
+            (tmp / "segment.json").write_text(json.dumps(info))
+            (tmp / "MANIFEST.json").write_text(json.dumps(_files_manifest(tmp)))
+            os.replace(tmp, store / name)
+            self._segments.append({"name": name, **info})
+        self._saved = self._total.clone()
+        self._segments = [seg for seg in self._segments if self._live(seg, self._total)]
+        return {**self._meta(), "segments": [seg["name"] for seg in self._segments]}
+
+    def load_increments(self, store: str | os.PathLike, meta: dict) -> None:
+        """Restore what :meth:`save_increment` returned (the segments are read from ``store`` and verified);
+        nothing changes unless every check passes."""
+        store = Path(store)
+        if (meta["num_tasks"], meta["capacity_per_task"]) != (self.num_tasks, self.capacity):
+            raise ValueError(f"buffer saved with num_tasks={meta['num_tasks']}, capacity_per_task="
+                             f"{meta['capacity_per_task']}; this buffer has num_tasks={self.num_tasks}, "
+                             f"capacity_per_task={self.capacity}")
+        ours = self._layout()
+        if ours and meta["layout"] and ours != meta["layout"]:
+            raise ValueError(f"buffer saved in {store} holds other keys or shapes than this one: saved "
+                             f"{meta['layout']}, here {ours}")
+        segments = []
+        for name in meta["segments"]:
+            _verify_files(store / name)
+            info = json.loads((store / name / "segment.json").read_text())
+            segments.append(({"name": name, **info}, TensorDict.load_memmap(store / name / "rows")))
+        total = torch.tensor(meta["total"], dtype=torch.long)
+        self._data = None
+        for info, rows in segments:
+            if self._data is None:
+                self._allocate(rows[0])
+            counts, starts = torch.tensor(info["counts"]), torch.tensor(info["starts"])
+            tasks = torch.repeat_interleave(torch.arange(self.num_tasks), counts)
+            index = starts[tasks] + torch.arange(tasks.numel()) - (torch.cumsum(counts, 0) - counts)[tasks]
+            keep = index >= (total - self.capacity)[tasks]  # rows overwritten later in the ring are skipped
+            self._data[tasks[keep], index[keep] % self.capacity] = rows[keep]
+        self._total, self._saved = total, total.clone()
+        self._cursor = total % self.capacity
+        self._size = torch.clamp(total, max=self.capacity)
+        self._segments = [info for info, _ in segments]
+
+
+def _files_manifest(folder: Path) -> dict[str, dict[str, int]]:
+    """Size and CRC32 of every file under ``folder`` (a segment is small: it holds what one interval added)."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "MANIFEST.json"):
+        out[str(path.relative_to(folder))] = {"size": path.stat().st_size, "crc32": zlib.crc32(path.read_bytes())}
+    return out
+
+
+def _verify_files(folder: Path) -> None:
+    manifest = folder / "MANIFEST.json"
+    if not manifest.exists():
+        raise FileNotFoundError(f"replay segment {folder} is missing or incomplete")
+    if json.loads(manifest.read_text()) != _files_manifest(folder):
+        raise ValueError(f"replay segment {folder} is truncated or corrupt (size/CRC32 mismatch)")
