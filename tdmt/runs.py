@@ -14,6 +14,7 @@ for sweep elements, and ``summary.json`` once done. This module reads them back:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -77,19 +78,23 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def run_folders(root: str | os.PathLike) -> list[Path]:
-    """Run folders under ``root`` (``root`` itself if it is one): folders holding ``config.yaml``, ``state.json``
-    or a sweep's ``job.json``; the folders a run keeps inside its own (teachers, phases, checkpoints) are parts
-    of it, not runs."""
+def run_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """(run folders, sweep folders) under ``root`` (``root`` itself may be either). A run folder holds
+    ``config.yaml``, ``state.json`` or a sweep's ``job.json``; what a run keeps inside its own folder (teachers,
+    phases, checkpoints) is part of it, not a run. A sweep folder holds the launcher's manifest."""
+    from tdmt.launch import MANIFEST
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no folder {root}")
-    found = []
+    runs, sweeps = [], []
     for folder, dirs, files in os.walk(root):
+        if MANIFEST in files:
+            sweeps.append(Path(folder))
         if {CONFIG, STATE, JOB} & set(files):
-            found.append(Path(folder))
+            runs.append(Path(folder))
             dirs.clear()  # what a run keeps inside its folder is part of it (and checkpoints hold many files)
-    return sorted(found)
+    return sorted(runs), sorted(sweeps)
 
 
 def _recipe_of(folder: Path, config: dict[str, Any], summary: dict[str, Any], job: dict[str, Any]) -> str:
@@ -230,8 +235,23 @@ def read_run(folder: str | os.PathLike) -> RunInfo:
 
 
 def find_runs(root: str | os.PathLike) -> list[RunInfo]:
-    """Every run under ``root`` (see :func:`run_folders`), sorted by recipe, suite, variant, seed."""
-    runs = [read_run(folder) for folder in run_folders(root)]
+    """Every run under ``root``, sorted by recipe, suite, variant, seed: hand-launched runs from their folders,
+    sweep elements with the launcher's status (:func:`tdmt.launch.statuses_of`: SLURM states, not yet submitted
+    elements), those not started yet included as "pending"."""
+    from tdmt import launch
+
+    folders, sweeps = run_folders(root)
+    runs, covered = [], set()
+    for sweep in sweeps:
+        entries = launch.read_manifest(sweep).get("elements", [])
+        for entry, status in zip(entries, launch.statuses_of(entries)):
+            folder = Path(entry["run_dir"])
+            covered.add(folder.resolve())
+            info = read_run(folder) if folder.is_dir() else RunInfo(
+                folder, entry["recipe"], entry["suite"], entry["seed"], entry["variant"], 0, None, "pending", None)
+            info.status, info.detail = status.state, status.detail
+            runs.append(info)
+    runs += [read_run(folder) for folder in folders if folder.resolve() not in covered]
     return sorted(runs, key=lambda r: (r.recipe, r.suite, r.variant, r.seed if r.seed is not None else -1,
                                        str(r.dir)))
 
@@ -388,6 +408,8 @@ def evaluate_run(folder: str | os.PathLike, episodes: int = 10, video: bool = Fa
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes={episodes!r} is not valid; valid: an integer >= 1")
     folder = Path(folder)
+    if video and importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise ValueError("video=true writes MP4 with imageio-ffmpeg, not installed: pip install imageio-ffmpeg")
     if video and (why := rendering_available()):
         raise ValueError(f"video=true: {why}")
     cfg, step, policy = load_policy(folder)
