@@ -91,6 +91,19 @@ def _with_task_mean(rows: list[dict], task_names: Sequence[str], column: str, pr
 def plot_curves(runs: dict[str, Sequence[list[dict]]], task_names: Sequence[str], out: str | os.PathLike,
                 metric: str = "return", prefix: str = "eval", title: str | None = None,
                 references: dict[str, Sequence[float]] | None = None) -> Path:
+    """Write :func:`curves_figure` as a PNG (atomically); returns its path."""
+    fig = curves_figure(runs, task_names, metric, prefix, title, references)
+    out = Path(out)
+    tmp = out.with_name(".tmp-" + out.name)
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+def curves_figure(runs: dict[str, Sequence[list[dict]]], task_names: Sequence[str], metric: str = "return",
+                  prefix: str = "eval", title: str | None = None,
+                  references: dict[str, Sequence[float]] | None = None) -> plt.Figure:
     """One subplot per task and one for the mean over tasks; ``runs`` maps a label (method) to a list of runs
     (seeds), each a list of eval rows; ``references`` maps a label (e.g. the teachers) to a per-task level drawn
     as a dashed line.
@@ -156,12 +169,7 @@ def plot_curves(runs: dict[str, Sequence[list[dict]]], task_names: Sequence[str]
         fig.suptitle(title)
     legend_in = 0.2 * ((len(handles) + 3) // 4) + 0.1 if handles else 0  # inches below the panels for the legend
     fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
-    out = Path(out)
-    tmp = out.with_name(".tmp-" + out.name)
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return fig
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
