@@ -4,7 +4,11 @@
    ``teacher_algo="a2c"`` (the paper: single-task A2C, 3M frames each; the ``a2c_multitask`` recipe with
    ``architecture="independent"``) or ``"sac"`` (a TanhNormal SAC actor, much faster to train on small tasks).
    ``teacher_path`` reuses the ``model.pt`` of an earlier teacher run instead.
-2. Student: an actor only, shared hidden layers (2×64) and one head per task. Each iteration collects a ``t_max``
+   A2C teachers are the paper's Gaussian policy (``policy``) and normalise observations (``obs_norm``); their
+   frozen statistics normalise what the teachers and the student see, and are saved with the student.
+2. Student: an actor only, shared hidden layers (2×64) and one head per task, the teachers' kind of Gaussian (with
+   ``policy="gaussian"`` one learned state-independent σ per head, which the KL pulls to its teacher's σ; SAC
+   teachers: a TanhNormal student). Each iteration collects a ``t_max``
    rollout of E envs per task, acted by the student with probability ``p_student`` (drawn per task and rollout)
    else by the teacher; the teacher's Gaussian (μ_T, σ_T) is stored with every state (the paper's targets Y), and
    head k is updated on task k's rollout with ``KL(T_k ‖ S_k)`` (``direction="forward"``; ``"reverse"``: KL(S‖T)),
