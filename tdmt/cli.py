@@ -1,16 +1,25 @@
 """The ``tdmt`` command: sweeps, their status and report, the runs of a folder, and a run's evaluation.
 
-    tdmt sweep slurm/sweeps/example.yaml [key=value ...] [--dry-run] [--wait]
-    tdmt sweep name=quick recipe=td3_mt suites=[pendulum-mt3] seeds=[0,1] overrides.total_steps=2000 \
-               overrides.eval_every=1000 executor=local
-    tdmt status runs/quick
-    tdmt runs [runs/]                      # every run under a folder: recipe, variant, seed, steps, status, best
-    tdmt report runs/quick [--out DIR] [--teachers runs/<teacher sweep>]    # any folder of runs
-    tdmt eval runs/quick/td3_mt/pendulum-mt3/default/seed0 [episodes=10] [video=true]
+usage:
+    tdmt sweep [SPEC.yaml] [key=value ...] [--dry-run] [--wait]
+    tdmt status SWEEP_DIR
+    tdmt runs [DIR]                                   every run under DIR (default runs/): recipe, variant, seed,
+                                                      steps done / budget, status, best score
+    tdmt report DIR [--out DIR] [--teachers DIR]      tables and curves of a sweep or of any folder of runs
+    tdmt eval RUN_DIR [episodes=N] [video=true]       evaluation.md/.csv (and videos/*.mp4) in RUN_DIR
 
 ``key=value`` overrides the spec (dotted keys for nested ones: ``slurm.partition=gpu``,
 ``methods.ktm_drl.overrides.online_steps=1000``). A bad input prints one line ``tdmt <command>: message`` and
 exits 2 (``TDMT_DEBUG=1`` shows the traceback).
+
+examples (they run as written):
+    tdmt sweep slurm/sweeps/example.yaml executor=local --dry-run
+    tdmt sweep name=quick recipe=td3_mt suites=[pendulum-mt3] seeds=[0,1] overrides.total_steps=2000 \
+      overrides.eval_every=1000 executor=local
+    tdmt status runs/quick
+    tdmt runs
+    tdmt report runs/quick
+    tdmt eval runs/quick/td3_mt/pendulum-mt3/default/seed0 episodes=3
 """
 
 from __future__ import annotations

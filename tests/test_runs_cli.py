@@ -165,3 +165,24 @@ def test_version_and_one_line_errors(tmp_path, capsys):
     for argv, start in cases:
         code, _, err = _main(capsys, *argv)
         assert code == 2 and err.startswith(start) and err.count("\n") == 1, (argv, err)
+
+
+def _help_examples() -> list[list[str]]:
+    """The example command lines of ``tdmt --help`` (continuation lines joined)."""
+    text = cli.__doc__.split("examples (they run as written):")[1].replace("\\\n", " ")
+    return [line.split()[1:] for line in text.splitlines() if line.strip().startswith("tdmt ")]
+
+
+def test_help_examples_run_as_written(tmp_path, capsys, monkeypatch):
+    """Every `tdmt sweep` example of --help is a valid sweep (checked with --dry-run: configs resolved and validated,
+    nothing trained); the other commands parse. Written to a temporary root."""
+    examples = _help_examples()
+    assert {e[0] for e in examples} == {"sweep", "status", "runs", "report", "eval"}
+    parser = cli.build_parser()
+    for argv in examples:
+        if argv[0] == "sweep":
+            pairs = [a for a in argv if not a.startswith("--")]
+            code, out, err = _main(capsys, *pairs, f"root={tmp_path}", "--dry-run")
+            assert code == 0 and "would submit" in out, (argv, err)
+        else:
+            assert parser.parse_args(argv).func.__name__ == f"_{argv[0]}"
