@@ -13,7 +13,7 @@ from tdmt import __version__, cli
 from tdmt.algos import sac_mt
 from tdmt.config import apply_overrides, save_yaml
 from tdmt.logger import CSVLog
-from tdmt.runs import evaluate_run, find_runs, rendering_available
+from tdmt.runs import evaluate_run, find_runs, read_run, rendering_available
 
 TINY = dict(total_steps=40, exploration_steps=20, eval_every=20, checkpoint_every=40, eval_episodes=1,
             final_eval_episodes=1, hidden=[16], progress=False)
@@ -186,3 +186,23 @@ def test_help_examples_run_as_written(tmp_path, capsys, monkeypatch):
             assert code == 0 and "would submit" in out, (argv, err)
         else:
             assert parser.parse_args(argv).func.__name__ == f"_{argv[0]}"
+
+
+def test_eval_of_a_td3_run_reproduces_its_own_last_evaluation(tmp_path, capsys):
+    """The policy rebuilt from the checkpoint is the trained one: with the run's evaluation seed and episode count,
+    `tdmt eval` gives exactly the returns the run logged at that step (TD3 recipes re-seed every evaluation)."""
+    from tdmt.algos import td3_mt
+
+    folder = tmp_path / "td3"
+    td3_mt.run(apply_overrides(td3_mt.Config(), dict(
+        suite="pendulum-mt3", run_dir=str(folder), total_steps=40, start_steps=20, eval_every=40, checkpoint_every=40,
+        eval_episodes=2, hidden=[16], batch_size_per_task=8, progress=False)))
+    code, _, err = _main(capsys, "eval", str(folder), "episodes=2")
+    assert code == 0, err
+    logged = CSVLog(folder / "eval.csv").rows()[-1]
+    assert logged["step"] == "40"
+    for line in (folder / "evaluation.csv").read_text().splitlines()[1:]:
+        task, mean, std, _ = line.split(",")
+        assert (float(mean), float(std)) == (float(logged[f"eval/{task}/return"]),
+                                             float(logged[f"eval/{task}/return_std"]))
+    assert read_run(folder).method == "TD3-MT"
