@@ -80,8 +80,8 @@ def _read_config(folder: Path) -> dict[str, Any]:
 
 def run_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     """(run folders, sweep folders) under ``root`` (``root`` itself may be either). A run folder holds
-    ``config.yaml``, ``state.json`` or a sweep's ``job.json``; what a run keeps inside its own folder (teachers,
-    phases, checkpoints) is part of it, not a run. A sweep folder holds the launcher's manifest."""
+    ``config.yaml``, ``state.json``, ``summary.json`` or a sweep's ``job.json``; what a run keeps inside its own
+    folder (teachers, phases, checkpoints) is part of it, not a run. A sweep folder holds the launcher's manifest."""
     from tdmt.launch import MANIFEST
 
     root = Path(root)
@@ -91,7 +91,7 @@ def run_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     for folder, dirs, files in os.walk(root):
         if MANIFEST in files:
             sweeps.append(Path(folder))
-        if {CONFIG, STATE, JOB} & set(files):
+        if {CONFIG, STATE, JOB, SUMMARY} & set(files):
             runs.append(Path(folder))
             dirs.clear()  # what a run keeps inside its folder is part of it (and checkpoints hold many files)
     return sorted(runs), sorted(sweeps)
@@ -103,7 +103,7 @@ def _recipe_of(folder: Path, config: dict[str, Any], summary: dict[str, Any], jo
     if summary.get("recipe") in RECIPES:
         return summary["recipe"]
     element = str(job.get("element") or "")
-    if element.split("/")[0] in RECIPES:
+    if element.count("/") == 3:  # <recipe>/<suite>/<variant>/seed<k>: the recipe may be a dotted module path
         return element.split("/")[0]
     for parent in folder.parents:
         if parent.name in RECIPES:
@@ -125,10 +125,12 @@ def config_of(recipe: str, config: dict[str, Any]) -> Any:
 
 def variant_of(recipe: str, config: dict[str, Any]) -> str:
     """``key=value,...`` of the keys that name the run and differ from the recipe's defaults ("default" if none)."""
-    if recipe not in RECIPES or not config:
+    try:
+        cls = get_recipe(recipe).Config
+    except ValueError:  # "?" or a recipe module that is not importable here
         return "?"
-    defaults = dataclasses.asdict(get_recipe(recipe).Config())
-    budgets = set(getattr(get_recipe(recipe).Config, "BUDGET_KEYS", ()))
+    defaults = dataclasses.asdict(cls())
+    budgets = set(getattr(cls, "BUDGET_KEYS", ()))
     changed = []
     for key, value in config.items():
         default = defaults.get(key)
@@ -142,7 +144,10 @@ def variant_of(recipe: str, config: dict[str, Any]) -> str:
 
 def budget_of(recipe: str, config: dict[str, Any]) -> int | None:
     """The run's step budget: the sum of its recipe's step budgets (KTM-DRL: offline + online steps)."""
-    keys = getattr(get_recipe(recipe).Config, "BUDGET_KEYS", ()) if recipe in RECIPES else ()
+    try:
+        keys = getattr(get_recipe(recipe).Config, "BUDGET_KEYS", ())
+    except ValueError:
+        keys = ()
     keys = [k for k in keys if k in config] or [k for k in ("total_steps", "steps", "frames_per_task") if k in config]
     values = [config[k] for k in keys if isinstance(config[k], int)]
     return sum(values) if values else None
@@ -212,13 +217,15 @@ def best_score(rows: list[dict[str, str]], success: bool) -> float | None:
 
 def read_run(folder: str | os.PathLike) -> RunInfo:
     """What ``tdmt runs`` shows of one run folder."""
-    from tdmt.envs import get_suite
+    from tdmt.envs import get_suite, list_suites
 
     folder = Path(folder)
     config, summary = _read_config(folder), _read_json(folder / SUMMARY)
     state, job = _read_json(folder / STATE), _read_json(folder / JOB)
     recipe = _recipe_of(folder, config, summary, job)
     suite = str(config.get("suite") or summary.get("suite") or "?")
+    if suite == "?":  # a folder without config (an old run): the default layouts name the suite
+        suite = next((p.name for p in folder.parents if p.name in list_suites()), "?")
     seed = config.get("seed", summary.get("seed"))
     try:
         success = get_suite(suite).success_metric

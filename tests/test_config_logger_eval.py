@@ -43,7 +43,8 @@ def test_help_lists_every_key_with_its_default(capsys):
         parse_args(_Cfg, ["lr=1", "--help"])
     assert stop.value.code == 0
     out = capsys.readouterr().out
-    assert "  lr=0.0003" in out and "  mode='offline'" in out and "  hidden=(400, 400)" in out
+    assert "  lr=0.0003  [float; > 0]" in out and "  mode='offline'  [choice; one of offline, online]" in out
+    assert "  hidden=[400, 400]  [list; sizes >= 1]" in out
 
 
 def test_csv_log_grows_header_and_truncates(tmp_path):
