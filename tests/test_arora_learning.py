@@ -6,11 +6,14 @@ return" is measured as the normalised score ``(R_student − R_random) / (R_teac
 teacher's return, 0 = a uniform random policy's), on the same evaluation episodes for all three.
 
 Teachers: K per-task Gaussian actors of the paper's kind (the recipe's A2C teacher architecture: 2×64 tanh, an
-unsquashed mean, one state-independent σ per task), σ = 0.5 / 0.65 / 0.8 on the three tasks, and the mean fitted in a
+unsquashed mean, one state-independent σ per task), σ = 0.55 / 0.7 / 0.85 on the three tasks, and the mean fitted in a
 few seconds (squared error on random states) to an energy-pumping + PD swing-up controller. RL teachers take minutes
 on this 2-core CPU; the test is about the distillation, which only needs good Gaussian teachers. The student is then
 trained by the ``distill_kl`` recipe itself (teachers loaded with ``teacher_path``) with the paper's settings:
-rollouts from the student only (``p_student=1``), RMSprop lr 7e-4, one gradient step per rollout.
+rollouts from the student only (``p_student=1``), RMSprop lr 7e-4, one gradient step per rollout (4 envs per task:
+1200 updates per head, enough for σ to travel from 1 to 0.55; RMSprop moves log σ by about lr per update).
+Measured (seed 0): normalised scores 0.963 / 0.966 / 0.993, student σ 0.596 / 0.717 / 0.866 for teachers'
+0.55 / 0.7 / 0.85; a student whose σ does not learn stays at σ = 1 and fails.
 """
 
 import math
@@ -25,7 +28,7 @@ from tdmt.envs.variants import PENDULUM_GRAVITY
 from tdmt.modules.multihead import actor_log_std
 
 SUITE = "pendulum-mt3"
-TEACHER_SIGMA = (0.5, 0.65, 0.8)
+TEACHER_SIGMA = (0.55, 0.7, 0.85)
 
 
 def swing_up(observation: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
