@@ -381,11 +381,15 @@ _SCALED = re.compile(r"(^|_)steps$|_frames$|_every$|^learning_starts$|_episodes$
 
 def scale_budgets(cfg: T, factor: float) -> T:
     """A copy of ``cfg`` with every budget-like integer key times ``factor`` (at least 1 where it was >= 1;
-    0 stays 0: "never"/"none")."""
+    0 stays 0: "never"/"none"). Cadences (``*_every``) are kept at half the largest scaled budget or more, so a
+    smoke run evaluates and checkpoints a couple of times, not at every one of its few steps."""
     changes = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if not _SCALED.search(f.name) or isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             continue
         changes[f.name] = max(1, math.ceil(value * factor) if f.name.endswith("_episodes") else int(value * factor))
+    budget = max([v for k, v in changes.items() if k.endswith("_steps") or k.endswith("_frames")], default=0)
+    for key in [k for k in changes if k.endswith("_every")]:
+        changes[key] = max(changes[key], math.ceil(budget / 2))
     return apply_overrides(cfg, changes)

@@ -116,6 +116,7 @@ class Method:
     overrides: dict[str, Any]
     variants: dict[str, dict[str, Any]]
     stage: str = "main"
+    suites: list[str] | None = None  # this method's suites, when not the spec's (e.g. a baseline on its own suite)
 
 
 @dataclass
@@ -157,6 +158,7 @@ class SweepSpec:
     local: LocalOptions = field(default_factory=LocalOptions)
     stages: list[Stage] = field(default_factory=lambda: [Stage("main")])
     scale: float = 1.0  # budget factor for a smoke run of the whole pipeline (tdmt.config.scale_budgets)
+    paper: str | None = None  # the paper table this sweep reproduces (tdmt.paper_tables), for tdmt report --paper
 
     @property
     def dir(self) -> Path:
@@ -242,13 +244,18 @@ def _methods(data: dict) -> dict[str, Method]:
     methods = {}
     for recipe, body in _mapping(raw, "methods").items():
         body = _mapping(body, f"methods.{recipe}")
-        unknown = sorted(set(body) - {"overrides", "variants"})
+        unknown = sorted(set(body) - {"overrides", "variants", "suites"})
         if unknown:
-            raise SweepSpecError(f"methods.{recipe}: unknown keys {unknown}; valid: ['overrides', 'variants']")
+            raise SweepSpecError(f"methods.{recipe}: unknown keys {unknown}; valid: ['overrides', 'variants', "
+                                 "'suites']")
         variants = _mapping(body.get("variants"), f"methods.{recipe}.variants") or {"default": {}}
         variants = {str(v): _mapping(o, f"methods.{recipe}.variants.{v}") for v, o in variants.items()}
+        suites = _list(body["suites"], f"methods.{recipe}.suites", str) if "suites" in body else None
+        unknown_suites = [s for s in suites or [] if s not in list_suites()]
+        if unknown_suites:
+            raise SweepSpecError(f"methods.{recipe}.suites: unknown suite(s) {unknown_suites}; valid: {list_suites()}")
         methods[str(recipe)] = Method(str(recipe), _mapping(body.get("overrides"), f"methods.{recipe}.overrides"),
-                                      variants)
+                                      variants, suites=suites)
     return methods
 
 
@@ -279,7 +286,13 @@ def parse_spec(data: dict[str, Any]) -> SweepSpec:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
         raise SweepSpecError(f"scale={scale!r} is not valid; valid: a number in (0, 1] (budget factor)")
     stages, methods = _stages(data)
-    return SweepSpec(
+    paper = data.get("paper")
+    if paper is not None:
+        from tdmt.paper_tables import list_tables
+
+        if paper not in list_tables():
+            raise SweepSpecError(f"paper={paper!r} is not a paper table; valid: {list_tables()}")
+    return SweepSpec(paper=paper,
         name=data["name"], suites=suites, seeds=seeds, methods=methods, stages=stages, scale=float(scale),
         overrides=_mapping(data.get("overrides"), "overrides"), executor=executor, root=str(data.get("root", "runs")),
         slurm=_options(SlurmOptions, data.get("slurm"), "slurm"),
@@ -340,7 +353,8 @@ def expand(spec: SweepSpec) -> list[Element]:
     """Every element of the grid with its resolved config; raises :class:`SweepSpecError` before any submission."""
     elements = [_resolve(method, variant, suite, seed, spec)
                 for method in spec.methods.values()
-                for variant, suite, seed in itertools.product(method.variants, spec.suites, spec.seeds)]
+                for variant, suite, seed in itertools.product(method.variants, method.suites or spec.suites,
+                                                              spec.seeds)]
     folders: dict[str, str] = {}
     for element in elements:
         if element.run_dir in folders:
