@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 RECIPE_NAMES = {"train_teachers": "Ideal", "ktm_drl": "KTM-DRL", "td3_mt": "TD3-MT", "distill_kl": "Distillation "
                 "Multi-task", "finetune": "Fine-tuning"}
 SAC_BACKBONE_NAMES = {"mtsac": "MTSAC", "mhsac": "MHSAC", "pcgrad": "PCGrad", "sm": "SM", "paco": "PaCo"}
-CTPG_GUIDE_NAMES = {"none": "", "qmp": " w/ QMP", "ctpg": " w/ CTPG"}
+CTPG_GUIDE_NAMES = {"none": "", "qmp": " w/ QMP", "ctpg": " w/ CTPG", "random": " w/ random guide"}
 
 
 def method_name(recipe: str, cfg: Any) -> str:

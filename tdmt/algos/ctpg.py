@@ -60,7 +60,7 @@ from tdmt.objectives import GuideDiscreteSACLoss
 from tdmt.objectives.guide_sac import make_guide_networks
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
 from tdmt.progress import tqdm
-from tdmt.report import markdown_table, plot_curves, write_text
+from tdmt.report import markdown_table, method_name, plot_curves, write_text
 
 Guide = Literal["ctpg", "qmp", "random", "none"]
 BlockMode = Literal["temperature", "success", "none"]  # not "off": YAML reads `off` as false
@@ -306,7 +306,7 @@ def _results_table(cfg: Config, suite: Suite, value: float) -> str:
 def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -> None:
     rows = run.evals.rows()
     metric = "success" if suite.success_metric else "return"
-    label = f"{BACKBONE_COLUMNS[cfg.backbone]} {GUIDE_ROWS[cfg.guide]}"
+    label = method_name("ctpg", cfg)
     plot_curves({label: [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
                 title=f"ctpg: {label} on {suite.name}, seed {cfg.seed}")
     if suite.success_metric:

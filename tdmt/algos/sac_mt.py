@@ -37,7 +37,7 @@ from tdmt.modules.backbones import make_sac_backbone
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
 from tdmt.optim import PCGrad
 from tdmt.progress import tqdm
-from tdmt.report import markdown_table, plot_curves, write_text
+from tdmt.report import markdown_table, method_name, plot_curves, write_text
 
 Backbone = Literal["mtsac", "mhsac", "pcgrad", "sm", "paco"]
 TRANSITION_KEYS = ("observation", "task_id", "action", ("next", "observation"), ("next", "task_id"),
@@ -238,7 +238,7 @@ def evaluate_episodes(env: MultiTaskEnv, policy, episodes: int) -> EvalResult:
 def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -> None:
     rows = run.evals.rows()
     metric = "success" if suite.success_metric else "return"
-    plot_curves({f"SAC-MT ({cfg.backbone})": [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
+    plot_curves({method_name("sac_mt", cfg): [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
                 title=f"sac_mt {cfg.backbone} on {suite.name}, seed {cfg.seed}")
     header = ["task", f"final return ({cfg.final_eval_episodes} ep.)", "max average return"] + (
         ["final success"] if suite.success_metric else [])
