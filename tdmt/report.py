@@ -149,7 +149,8 @@ def curves_figure(runs: dict[str, Sequence[list[dict]]], task_names: Sequence[st
             ax.axvspan(left, 0, color="0.85", alpha=0.5, linewidth=0)
             ax.set_xlim(left=left)
             ax.axvline(0, color="0.3", linestyle=":", linewidth=1)
-            ax.text(0.02, 0.97, "offline updates", transform=ax.transAxes, fontsize=7, va="top", color="0.3")
+            ax.text(0, 0.5, "offline → online", transform=ax.get_xaxis_transform(), rotation=90, ha="right",
+                    va="center", fontsize=7, color="0.3")
         if metric == "success":
             ax.set_ylim(-0.03, 1.03)
         ax.set_title(panel, fontsize=9, fontweight="bold" if mean_panel else "normal")

@@ -142,10 +142,14 @@ def variant_of(recipe: str, config: dict[str, Any]) -> str:
     return ",".join(changed) or "default"
 
 
+# Recipes whose step counter runs over several budgets (KTM-DRL: offline updates, then online steps).
+_STEP_BUDGETS = {"ktm_drl": ("offline_steps", "online_steps")}
+
+
 def budget_of(recipe: str, config: dict[str, Any]) -> int | None:
-    """The run's step budget: the sum of its recipe's step budgets (KTM-DRL: offline + online steps)."""
+    """The run's step budget, in the unit of its logged ``step``: the sum of its recipe's step budgets."""
     try:
-        keys = getattr(get_recipe(recipe).Config, "BUDGET_KEYS", ())
+        keys = _STEP_BUDGETS.get(recipe) or getattr(get_recipe(recipe).Config, "BUDGET_KEYS", ())
     except ValueError:
         keys = ()
     keys = [k for k in keys if k in config] or [k for k in ("total_steps", "steps", "frames_per_task") if k in config]

@@ -69,7 +69,7 @@ def test_mean_panel_offline_boundary_and_teacher_level():
     assert a.get_xlabel() == "env steps per task (offline updates < 0)"
     boundary = [line for line in a.get_lines() if list(line.get_xdata()) == [0, 0]]
     assert len(boundary) == 1  # the offline -> online boundary
-    assert "offline updates" in [t.get_text() for t in a.texts]
+    assert [t.get_text() for t in a.texts] == ["offline → online"]
     assert _lines(a)["Ideal (teachers)"].get_ydata()[0] == 5.0 and _lines(b)["Ideal (teachers)"].get_ydata()[0] == 20
     assert _lines(mean)["Ideal (teachers)"].get_ydata()[0] == 12.5
     plt.close(fig)
