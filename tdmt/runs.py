@@ -307,9 +307,9 @@ def _actor_from_loss(actor: Any, loss_state: dict[str, Any]) -> Any:
 
 
 def load_policy(folder: str | os.PathLike) -> tuple[Any, int, Callable]:
-    """(config, checkpoint step, policy) of the run in ``folder``: the recipe's own networks with the weights of
-    its newest checkpoint. Supported: the TD3 family (train_teachers, ktm_drl, td3_mt) and SAC (sac_mt, ctpg's
-    control policies)."""
+    """(config, step, policy) of the run in ``folder``: the recipe's own networks with the weights of its newest
+    checkpoint (a finished train_teachers run: its final teachers, ``teachers/<task>/teacher.pt``). Supported: the
+    TD3 family (train_teachers, ktm_drl, td3_mt) and SAC (sac_mt, ctpg's control policies)."""
     from tdmt.envs import get_suite
 
     folder = Path(folder)
@@ -322,6 +322,13 @@ def load_policy(folder: str | os.PathLike) -> tuple[Any, int, Callable]:
         raise ValueError(f"tdmt eval of a {recipe} run is not supported yet; valid recipes: {list(supported)}")
     cfg = config_of(recipe, config)
     suite = get_suite(cfg.suite)
+    if recipe == "train_teachers" and (folder / SUMMARY).exists():  # the final teachers, saved per task
+        from tensordict.nn import TensorDictModule
+
+        from tdmt.modules.teachers import StackedTeachers
+
+        teachers = StackedTeachers.load(folder / "teachers", suite.task_names, suite.obs_max, suite.act_max)
+        return cfg, budget_of(recipe, config) or 0, TensorDictModule(teachers, ["observation", "task_id"], ["action"])
     step, state = _newest_state(folder)
     if recipe in ("ktm_drl", "td3_mt"):
         from tdmt.modules.td3 import make_student_actor

@@ -206,3 +206,34 @@ def test_eval_of_a_td3_run_reproduces_its_own_last_evaluation(tmp_path, capsys):
         assert (float(mean), float(std)) == (float(logged[f"eval/{task}/return"]),
                                              float(logged[f"eval/{task}/return_std"]))
     assert read_run(folder).method == "TD3-MT"
+
+
+def test_eval_of_teachers_and_ktm_and_their_report(tmp_path, capsys):
+    """Teachers (their final per-task models) and KTM-DRL (its checkpoint) evaluate exactly as logged; `tdmt report`
+    on the folder gives the ratio to the teachers and names the methods as the paper does."""
+    from tdmt.algos import ktm_drl, teachers
+
+    tiny = dict(suite="pendulum-mt3", hidden=[16, 16], batch_size_per_task=16, buffer_size_per_task=200,
+                eval_episodes=1, progress=False)
+    teachers.run(apply_overrides(teachers.Config(), dict(run_dir=str(tmp_path / "teachers"), total_steps=300,
+                                                         start_steps=100, eval_every=150, checkpoint_every=0, **tiny)))
+    ktm_drl.run(apply_overrides(ktm_drl.Config(), dict(
+        run_dir=str(tmp_path / "ktm"), teachers_dir=str(tmp_path / "teachers" / "teachers"), offline_steps=40,
+        online_steps=60, learning_starts=10, eval_every=20, checkpoint_every=50, **tiny)))
+    for name in ("teachers", "ktm"):
+        code, _, err = _main(capsys, "eval", str(tmp_path / name), "episodes=1")
+        assert code == 0, err
+        logged = CSVLog(tmp_path / name / "eval.csv").rows()[-1]
+        evaluated = [line.split(",") for line in (tmp_path / name / "evaluation.csv").read_text().splitlines()[1:]]
+        # the teachers' log comes from their native-size networks, the evaluation from the stacked padded ones
+        assert [float(mean) for _, mean, *_ in evaluated] == pytest.approx(
+            [float(logged[f"eval/{t}/return"]) for t, *_ in evaluated], rel=1e-6 if name == "ktm" else 1e-5)
+    assert [(r.recipe, r.step, r.budget, r.status) for r in find_runs(tmp_path)] == [
+        ("ktm_drl", 100, 100, "done"), ("train_teachers", 300, 300, "done")]
+    code, _, err = _main(capsys, "report", str(tmp_path))
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| task | Ideal | KTM-DRL |" in report and "performance ratio to Ideal" in report
+    ratio = CSVLog(tmp_path / "report" / "pendulum-mt3_ratio.csv").rows()
+    assert [r["method"] for r in ratio] == ["KTM-DRL"]
+    assert all(r[t] == "nan" for r in ratio for t in ("PendulumGravityLow", "average"))  # teachers' returns < 0
