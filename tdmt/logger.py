@@ -8,7 +8,8 @@ checkpoint when the live file lost rows), so a resumed run has no duplicate and 
 ``logger=csv,tensorboard`` (the config's ``logger`` tuple) also sends every numeric value of every row to TorchRL's
 own loggers (:mod:`torchrl.record.loggers`), created once per run by :class:`RunLoggers` and shared by both logs
 (:class:`MetricsLog`): TensorBoard events in ``<run_dir>/tensorboard/``, an offline W&B run in
-``<run_dir>/wandb/`` (``WANDB_MODE=online`` logs live), an MLflow store in ``<run_dir>/mlruns/``.
+``<run_dir>/wandb/`` (``WANDB_MODE=online`` logs live), an MLflow SQLite store ``<run_dir>/mlflow.db``
+(``MLFLOW_TRACKING_URI`` set: that server).
 """
 
 from __future__ import annotations
@@ -162,7 +163,10 @@ def _make_logger(name: str, run_dir: Path, exp_name: str) -> Logger:
     if name == "wandb":
         offline = os.environ.get("WANDB_MODE", "offline") != "online"
         return WandbLogger(exp_name=exp_name, offline=offline, save_dir=str(run_dir), project="tdmt")
-    return MLFlowLogger(exp_name=exp_name, tracking_uri=(run_dir.resolve() / "mlruns").as_uri())
+    # MLflow's file store ("./mlruns") is refused by MLflow 3 unless opted in: a SQLite store in the run folder,
+    # or the user's own server (MLFLOW_TRACKING_URI)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve() / 'mlflow.db'}"
+    return MLFlowLogger(exp_name=exp_name, tracking_uri=uri, artifact_location=(run_dir.resolve() / "mlruns").as_uri())
 
 
 class MetricsLog(CSVLog):

@@ -120,6 +120,21 @@ def test_wandb_offline_logger_writes_its_run(tmp_path, monkeypatch):
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
+def test_mlflow_logger_writes_its_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="mlflow is not installed here: logger=mlflow is tested where it is")
+    from tdmt.logger import MetricsLog, RunLoggers
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    loggers = RunLoggers(("csv", "mlflow"), tmp_path, exp_name="t")
+    MetricsLog(tmp_path / "eval.csv", loggers).log(3, **{"eval/mean_return": -5.0})
+    loggers.close()
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/mean_return")] == [(3, -5.0)]
+
+
 def test_missing_logger_package_is_one_line(tmp_path, monkeypatch):
     import importlib.util
 
