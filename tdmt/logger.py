@@ -110,9 +110,7 @@ class RunLoggers:
     """
 
     def __init__(self, names: Sequence[str], run_dir: str | os.PathLike, exp_name: str = "tdmt"):
-        bad = [n for n in names if n not in LOGGERS]
-        if bad:
-            raise ValueError(f"logger={list(names)!r} is not valid; valid: one or more of {list(LOGGERS)}")
+        check_loggers(names)
         self.run_dir = Path(run_dir)
         self._restarted_at: int | None = None
         self.loggers: dict[str, Logger] = {n: _make_logger(n, self.run_dir, exp_name) for n in dict.fromkeys(names)
@@ -148,14 +146,22 @@ class RunLoggers:
         self.loggers = {}
 
 
-def _make_logger(name: str, run_dir: Path, exp_name: str) -> Logger:
-    """One TorchRL logger writing inside ``run_dir``; a missing package is a one-line error naming it."""
+def check_loggers(names: Sequence[str]) -> None:
+    """Refuse (one line) an unknown logger name or one whose package is not installed: before any work."""
     import importlib.util
 
-    package = _PACKAGES[name]
-    if importlib.util.find_spec(package) is None:
-        raise ValueError(f"logger={name} needs the {package} package, which is not installed; "
-                         f"pip install {package} (or drop {name} from logger=)")
+    bad = [n for n in names if n not in LOGGERS]
+    if bad or not names:
+        raise ValueError(f"logger={list(names)!r} is not valid; valid: one or more of {list(LOGGERS)}")
+    for name in names:
+        package = _PACKAGES.get(name)
+        if package and importlib.util.find_spec(package) is None:
+            raise ValueError(f"logger={name} needs the {package} package, which is not installed; "
+                             f"pip install {package} (or drop {name} from logger=)")
+
+
+def _make_logger(name: str, run_dir: Path, exp_name: str) -> Logger:
+    """One TorchRL logger writing inside ``run_dir``."""
     from torchrl.record.loggers import MLFlowLogger, TensorboardLogger, WandbLogger
 
     if name == "tensorboard":
