@@ -186,3 +186,28 @@ def test_run_resumes_and_writes_table(tmp_path):
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     evals = (tmp_path / "run" / "eval.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in evals[1:]] == ["60", "90"]  # every 60 steps, and at the end
+
+
+@pytest.mark.parametrize("guide", ["ctpg", "qmp", "random"])
+def test_updates_and_draws_create_no_tensor_on_the_default_device(guide):
+    """Device hygiene for CUDA runs, checked on the CPU (DESIGN §9): with the default device set to ``meta``, any
+    tensor made without ``device=`` is a meta tensor and fails on its first mix with real ones. The control update
+    (with PaCo's reset and the gradient clips), the guide update (hindsight, spread batch) and the behaviour draw
+    must all place their tensors explicitly."""
+    trainer = _trainer(guide=guide, backbone="paco", mask_out_start=0, guide_step=2, hidden=(8,), guide_hidden=(8,))
+    for step in range(1, 31):
+        trainer.step(step)
+    batch = trainer.replay.sample()
+    blocked = torch.tensor([False, True, False])
+    guide_rows = ctpg.guide_batch(trainer.guide_replay, blocked, spread=True) if guide == "ctpg" else None
+    td = trainer.td.clone()
+    trainer.agent.behaviour.t.zero_()  # every row starts a block: a full draw
+    torch.set_default_device("meta")
+    try:
+        trainer.agent.sac.update(batch, env_steps=31)
+        if guide_rows is not None:
+            trainer.agent.guide.update(guide_rows)
+        trainer.agent.act(td, random=False)
+    finally:
+        torch.set_default_device("cpu")
+    assert td["action"].device.type == "cpu" and td["action"].abs().max() <= 1

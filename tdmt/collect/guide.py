@@ -73,7 +73,8 @@ def hindsight_relabel(log_probs: torch.Tensor, valid: torch.Tensor) -> torch.Ten
     if log_probs.shape[:-2] + log_probs.shape[-1:] != valid.shape:
         raise ValueError(f"log_probs {tuple(log_probs.shape)} must be [..., K, H] with valid [..., H]; "
                          f"got valid {tuple(valid.shape)}")
-    score = torch.where(valid.unsqueeze(-2), log_probs, torch.zeros((), dtype=log_probs.dtype)).sum(-1)
+    zero = torch.zeros((), dtype=log_probs.dtype, device=log_probs.device)
+    score = torch.where(valid.unsqueeze(-2), log_probs, zero).sum(-1)
     return score.argmax(-1)
 
 
