@@ -27,11 +27,12 @@ from typing import Any
 import yaml
 
 from tdmt.algos import RECIPES, get_recipe
+from tdmt.algos.run import CONFIG, STATE, SUMMARY
 from tdmt.config import apply_overrides
+from tdmt.launch import JOB_FILE, MANIFEST, _pid_alive, read_manifest, statuses_of
 from tdmt.logger import CSVLog
 from tdmt.report import markdown_table, method_name, write_text
 
-CONFIG, SUMMARY, STATE, JOB = "config.yaml", "summary.json", "state.json", "job.json"
 STATUSES = ("done", "running", "stopped", "failed", "pending")
 # Keys that never name a variant (where/how a run runs and reports, and what the table shows in its own columns).
 _NOT_VARIANT = {"suite", "seed", "run_dir", "device", "threads", "num_threads", "logger", "log_every",
@@ -82,8 +83,6 @@ def run_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     """(run folders, sweep folders) under ``root`` (``root`` itself may be either). A run folder holds
     ``config.yaml``, ``state.json``, ``summary.json`` or a sweep's ``job.json``; what a run keeps inside its own
     folder (teachers, phases, checkpoints) is part of it, not a run. A sweep folder holds the launcher's manifest."""
-    from tdmt.launch import MANIFEST
-
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no folder {root}")
@@ -91,7 +90,7 @@ def run_folders(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     for folder, dirs, files in os.walk(root):
         if MANIFEST in files:
             sweeps.append(Path(folder))
-        if {CONFIG, STATE, JOB, SUMMARY} & set(files):
+        if {CONFIG, STATE, JOB_FILE, SUMMARY} & set(files):
             runs.append(Path(folder))
             dirs.clear()  # what a run keeps inside its folder is part of it (and checkpoints hold many files)
     return sorted(runs), sorted(sweeps)
@@ -173,18 +172,6 @@ def _last_step(path: Path) -> int:
     return 0
 
 
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def status_of(folder: Path, state: dict[str, Any], job: dict[str, Any]) -> tuple[str, str]:
     """(status, detail): done when ``summary.json`` is there; else ``state.json`` (a "running" process of this
     host that no longer exists failed), else the sweep's ``job.json``; a folder with neither is pending (nothing
@@ -195,7 +182,7 @@ def status_of(folder: Path, state: dict[str, Any], job: dict[str, Any]) -> tuple
     where = f"PID {info.get('pid')} on {info.get('host')}" if info.get("pid") else ""
     kind = info.get("state")
     if kind in ("running", "requeued"):
-        if info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
+        if info.get("host") == socket.gethostname() and not _pid_alive(info.get("pid")):
             return "failed", f"process {info.get('pid')} died"
         return ("running", where) if kind == "running" else ("pending", "requeued")
     if kind == "failed":
@@ -225,7 +212,7 @@ def read_run(folder: str | os.PathLike) -> RunInfo:
 
     folder = Path(folder)
     config, summary = _read_config(folder), _read_json(folder / SUMMARY)
-    state, job = _read_json(folder / STATE), _read_json(folder / JOB)
+    state, job = _read_json(folder / STATE), _read_json(folder / JOB_FILE)
     recipe = _recipe_of(folder, config, summary, job)
     suite = str(config.get("suite") or summary.get("suite") or "?")
     if suite == "?":  # a folder without config (an old run): the default layouts name the suite
@@ -249,13 +236,11 @@ def find_runs(root: str | os.PathLike) -> list[RunInfo]:
     """Every run under ``root``, sorted by recipe, suite, variant, seed: hand-launched runs from their folders,
     sweep elements with the launcher's status (:func:`tdmt.launch.statuses_of`: SLURM states, not yet submitted
     elements), those not started yet included as "pending"."""
-    from tdmt import launch
-
     folders, sweeps = run_folders(root)
     runs, covered = [], set()
     for sweep in sweeps:
-        entries = launch.read_manifest(sweep).get("elements", [])
-        for entry, status in zip(entries, launch.statuses_of(entries)):
+        entries = read_manifest(sweep).get("elements", [])
+        for entry, status in zip(entries, statuses_of(entries)):
             folder = Path(entry["run_dir"])
             covered.add(folder.resolve())
             info = read_run(folder) if folder.is_dir() else RunInfo(
@@ -316,7 +301,7 @@ def load_policy(folder: str | os.PathLike) -> tuple[Any, int, Callable]:
     config = _read_config(folder)
     if not config:
         raise FileNotFoundError(f"{folder} is not a run folder (no readable {CONFIG})")
-    recipe = _recipe_of(folder, config, _read_json(folder / SUMMARY), _read_json(folder / JOB))
+    recipe = _recipe_of(folder, config, _read_json(folder / SUMMARY), _read_json(folder / JOB_FILE))
     supported = ("train_teachers", "ktm_drl", "td3_mt", "sac_mt", "ctpg")
     if recipe not in supported:
         raise ValueError(f"tdmt eval of a {recipe} run is not supported yet; valid recipes: {list(supported)}")
@@ -431,7 +416,7 @@ def evaluate_run(folder: str | os.PathLike, episodes: int = 10, video: bool = Fa
     if video and (why := rendering_available()):
         raise ValueError(f"video=true: {why}")
     cfg, step, policy = load_policy(folder)
-    recipe = _recipe_of(folder, _read_config(folder), _read_json(folder / SUMMARY), _read_json(folder / JOB))
+    recipe = _recipe_of(folder, _read_config(folder), _read_json(folder / SUMMARY), _read_json(folder / JOB_FILE))
     env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=episodes)
     try:
         frames = _TaskFrames(env) if video else None
