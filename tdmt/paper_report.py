@@ -1,0 +1,186 @@
+"""Our runs side by side with a paper's table (``tdmt report RUNS --paper ktm-table1``).
+
+For every cell of the table (:mod:`tdmt.paper_tables`) the runs that compute it are found among the finished runs
+under the given folders (:func:`tdmt.runs.find_runs`): same recipe and suite, and the table's method switches
+(every config key that some cell of the table sets for that recipe) equal to the cell's. Each run gives one score
+from its ``eval.csv``, in the paper's metric:
+
+* ``max_average_reward`` — max over evaluations of the task's mean return (KTM-DRL Tables 1–2);
+* ``performance_ratio`` — that, over the Ideal teachers' (mean over their seeds; nan where it is not positive);
+* ``final_return`` / ``success_rate`` — the final evaluation's mean over tasks (CTPG Table 1: return, success %);
+* ``mean_return`` — the evaluation at the point the paper reads (Arora), or the last one.
+
+The cell shows the paper's value, ours as mean ± std over seeds (n), and ours / paper. The header states the
+budget that was actually run against the paper's, so a reduced-budget table is never taken for a reproduction.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tdmt import runs as runs_mod
+from tdmt.algos import get_recipe
+from tdmt.envs import get_suite
+from tdmt.logger import CSVLog
+from tdmt.paper_tables import PaperTable, Target, load_table
+from tdmt.report import markdown_table, write_text
+
+TEACHERS = "train_teachers"
+PATH_KEYS = ("teachers_dir", "teacher_path")  # where a run reads its inputs: not a method switch
+
+
+def _switches(table: PaperTable) -> dict[str, set[str]]:
+    """Per recipe, the config keys the table's cells set: what tells its methods apart."""
+    keys: dict[str, set[str]] = {}
+    for row, column, _ in table.items():
+        target = table.target(row, column)
+        if target.recipe:
+            keys.setdefault(target.recipe, set()).update(k for k in target.overrides if k not in PATH_KEYS)
+    return keys
+
+
+def _matches(run: runs_mod.RunInfo, target: Target, switches: set[str]) -> bool:
+    if run.recipe != target.recipe or run.suite != target.suite:
+        return False
+    defaults = runs_mod.config_of(run.recipe, {})
+    for key in switches:
+        wanted = target.overrides.get(key, getattr(defaults, key, None))
+        if run.config.get(key, getattr(defaults, key, None)) != wanted:
+            return False
+    return True
+
+
+def _column(rows: list[dict[str, str]], column: str) -> np.ndarray:
+    return np.asarray([float(r[column]) for r in rows if r.get(column) not in (None, "")])
+
+
+def _tasks(target: Target) -> list[str]:
+    return [target.task] if target.task else list(get_suite(target.suite).task_names)
+
+
+def _finetune_rows(run: runs_mod.RunInfo, target: Target) -> tuple[list[dict[str, str]], float | None]:
+    """The phase of a ``finetune`` run that a cell reads, and the fraction of that phase it is read at."""
+    cfg = run.config
+    if target.overrides.get("scratch_target"):  # Scratch row: each task's policy trained from scratch
+        phase = "source" if target.task == cfg.get("source_task") else "scratch_target"
+        return CSVLog(run.dir / phase / "eval.csv").rows(), None
+    fraction = target.eval_at_frames / target.env_steps_per_task if target.eval_at_frames else None
+    return CSVLog(run.dir / "target" / "eval.csv").rows(), fraction
+
+
+def _at_fraction(rows: list[dict[str, str]], fraction: float | None) -> list[dict[str, str]]:
+    """The evaluation row at ``fraction`` of the run (the last one at or before it), as a one-row list."""
+    if not rows:
+        return []
+    if fraction is None:
+        return rows[-1:]
+    last = float(rows[-1]["step"])
+    before = [r for r in rows if float(r["step"]) <= fraction * last + 1e-9]
+    return (before or rows[:1])[-1:]
+
+
+def run_score(run: runs_mod.RunInfo, target: Target) -> float:
+    """One run's score for ``target`` in the paper's metric (nan when its ``eval.csv`` lacks it)."""
+    if run.recipe == "finetune":
+        rows, fraction = _finetune_rows(run, target)
+    else:
+        rows, fraction = CSVLog(run.dir / "eval.csv").rows(), target.eval_at_frames and (
+            target.eval_at_frames / target.env_steps_per_task)
+    metric, tasks = target.metric, _tasks(target)
+    if metric in ("max_average_reward", "performance_ratio"):
+        values = [_column(rows, f"eval/{t}/return") for t in tasks]
+        return float(np.mean([v.max() for v in values])) if all(len(v) for v in values) else math.nan
+    chosen = _at_fraction(rows, fraction or None)
+    field = "success" if metric == "success_rate" else "return"
+    values = [_column(chosen, f"eval/{t}/{field}") for t in tasks]
+    if not all(len(v) for v in values):
+        return math.nan
+    mean = float(np.mean([v[-1] for v in values]))
+    return mean * 100.0 if metric == "success_rate" and mean <= 1.0 else mean
+
+
+def _budget_run(runs: Sequence[runs_mod.RunInfo]) -> str:
+    budgets = sorted({b for r in runs if (b := runs_mod.budget_of(r.recipe, r.config)) is not None})
+    return ", ".join(f"{b:,}" for b in budgets) or "unknown"
+
+
+def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``paper-<id>.md`` and ``paper-<id>.csv`` into ``out_dir``; returns their paths."""
+    table = load_table(table_id)
+    runs = [r for folder in folders for r in runs_mod.find_runs(folder) if r.status == "done"]
+    switches = _switches(table)
+    for recipe in switches:
+        get_recipe(recipe)  # the mapping names real recipes
+    reference = table.reference
+    ideal: dict[str, float] = {}
+    if reference is not None:
+        for task in get_suite(reference.suite).task_names:
+            one = dataclasses.replace(reference, task=task, metric="max_average_reward")
+            scores = [run_score(r, one) for r in runs if _matches(r, one, set())]
+            ideal[task] = float(np.nanmean(scores)) if scores else math.nan
+    csv_rows, md_rows, used = [], [], []
+    for row in table.rows:
+        md_row = [row]
+        for column in table.columns:
+            target, paper = table.target(row, column), table.value(row, column)
+            if target.recipe is None:
+                md_row.append(f"{_fmt(paper)} / no tdmt recipe")
+                csv_rows.append([row, column, paper, "", "", 0, "", "no tdmt recipe"])
+                continue
+            matched = [r for r in runs if _matches(r, target, switches.get(target.recipe, set()))]
+            used += matched
+            scores = np.asarray([run_score(r, target) for r in matched], dtype=float)
+            if target.metric == "performance_ratio":
+                base = ideal.get(target.task, math.nan)
+                scores = scores / base if base > 0 else np.full_like(scores, math.nan)
+            note = "no run" if not matched else "no score (Ideal return not positive, or not evaluated)"
+            scores = scores[~np.isnan(scores)]
+            if not len(scores):
+                md_row.append(f"{_fmt(paper)} / {note}")
+                csv_rows.append([row, column, paper, "", "", 0, "", note])
+                continue
+            mean, std = float(scores.mean()), float(scores.std())
+            ratio = mean / paper if paper not in (None, 0) else math.nan
+            md_row.append(f"{_fmt(paper)} / {_fmt(mean)} ± {_fmt(std)} (n={len(scores)}) / {ratio:.2f}")
+            csv_rows.append([row, column, paper, mean, std, len(scores), ratio, ""])
+        md_rows.append(md_row)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paper_budget = table.protocol.env_steps_per_task
+    header = (f"# {table.caption or table.id} — paper vs tdmt\n\n"
+              f"{table.paper_title}. Metric: {table.metric} ({table.unit}). Each cell: the paper's value / ours, "
+              f"mean ± std over seeds (n) / ours ÷ paper.\n\n"
+              f"* Paper protocol: {table.protocol.budget}; {table.protocol.evaluation}; seeds: "
+              f"{table.protocol.seeds or 'not stated'}.\n"
+              f"* Budget run here (env steps per task, per recipe's step budget): {_budget_run(used)}; the paper's: "
+              f"{paper_budget}.\n")
+    if _reduced(used, paper_budget):
+        header += "* **Reduced budget: this table is a smoke run of the pipeline, not a reproduction.**\n"
+    md = header + "\n" + markdown_table([table.row_axis, *table.columns], md_rows)
+    md_path, csv_path = out / f"paper-{table.id}.md", out / f"paper-{table.id}.csv"
+    write_text(md_path, md)
+    buf = io.StringIO()
+    csv.writer(buf).writerows([["row", "column", "paper", "ours_mean", "ours_std", "n", "ratio", "note"],
+                               *csv_rows])
+    write_text(csv_path, buf.getvalue())
+    return [md_path, csv_path]
+
+
+def _reduced(runs: Sequence[runs_mod.RunInfo], paper_budget: int | dict | None) -> bool:
+    budgets = [b for r in runs if (b := runs_mod.budget_of(r.recipe, r.config)) is not None]
+    wanted = min(paper_budget.values()) if isinstance(paper_budget, dict) else paper_budget
+    return bool(budgets and wanted and min(budgets) < wanted / 2)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.4f}" if abs(value) < 2 else f"{value:.1f}"
