@@ -426,8 +426,10 @@ def evaluate_run(folder: str | os.PathLike, episodes: int = 10, video: bool = Fa
     header = ["task", "return (mean ± std)"] + (["success rate"] if result.success_rate is not None else [])
     rows = [[t, f"{m:.1f} ± {s:.1f}"] + ([f"{result.success_rate[k]:.2f}"] if result.success_rate else [])
             for k, (t, m, s) in enumerate(zip(result.task_names, result.return_mean, result.return_std))]
+    plural = "s" if episodes > 1 else ""
     text = (f"# Evaluation of {folder.name}\n\n{method_name(recipe, cfg)} on {cfg.suite}, seed {cfg.seed}, "
-            f"checkpoint of step {step}: {episodes} deterministic episodes per task.\n\n" + markdown_table(header, rows)
+            f"checkpoint of step {step}: {episodes} deterministic episode{plural} per task.\n\n"
+            + markdown_table(header, rows)
             + f"\nMean return over tasks: {sum(result.return_mean) / len(result.return_mean):.1f}\n")
     written = [folder / "evaluation.md", folder / "evaluation.csv"]
     write_text(written[0], text)
