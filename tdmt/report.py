@@ -37,7 +37,7 @@ def method_name(recipe: str, cfg: Any) -> str:
                                         (get("online_steps", 1) and get("alpha", 1) == 0, "Online w/o Teachers"),
                                         (get("online_steps", 1) and get("beta", 1) == 0, "Online only Teacher"),
                                         (get("per_task_replay", True) is False, "w/o HER")) if off]
-        return " ".join(["KTM-DRL", *parts])
+        return "KTM-DRL" + (" " + ", ".join(parts) if parts else "")
     if recipe == "td3_mt":
         return "G-Surgery" if get("pcgrad", False) else "TD3-MT"
     if recipe in ("sac_mt", "ctpg"):
