@@ -132,7 +132,7 @@ def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: s
         for column in table.columns:
             target, paper = table.target(row, column), table.value(row, column)
             if target.recipe is None:
-                md_row.append(f"{_fmt(paper)} / no tdmt recipe")
+                md_row.append(f"{_paper_cell(table, row, column)} / no tdmt recipe")
                 csv_rows.append([row, column, paper, "", "", 0, "", "no tdmt recipe"])
                 continue
             matched = [r for r in runs if _matches(r, target, switches.get(target.recipe, set()))]
@@ -144,12 +144,14 @@ def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: s
             note = "no run" if not matched else "no score (Ideal return not positive, or not evaluated)"
             scores = scores[~np.isnan(scores)]
             if not len(scores):
-                md_row.append(f"{_fmt(paper)} / {note}")
+                md_row.append(f"{_paper_cell(table, row, column)} / {note}")
                 csv_rows.append([row, column, paper, "", "", 0, "", note])
                 continue
             mean, std = float(scores.mean()), float(scores.std())
             ratio = mean / paper if paper not in (None, 0) else math.nan
-            md_row.append(f"{_fmt(paper)} / {_fmt(mean)} ± {_fmt(std)} (n={len(scores)}) / {ratio:.2f}")
+            digits = _digits(paper if paper is not None else mean)
+            md_row.append(f"{_paper_cell(table, row, column)} / {mean:.{digits}f} ± {std:.{digits}f} "
+                          f"(n={len(scores)}) / {ratio:.2f}")
             csv_rows.append([row, column, paper, mean, std, len(scores), ratio, ""])
         md_rows.append(md_row)
     out = Path(out_dir)
@@ -180,7 +182,17 @@ def _reduced(runs: Sequence[runs_mod.RunInfo], paper_budget: int | dict | None) 
     return bool(budgets and wanted and min(budgets) < wanted / 2)
 
 
-def _fmt(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.4f}" if abs(value) < 2 else f"{value:.1f}"
+def _digits(value: float) -> int:
+    """Decimals to show: 4 for ratios and rates below 2, 1 for returns."""
+    return 4 if abs(value) < 2 else 1
+
+
+def _paper_cell(table: PaperTable, row: str, column: str) -> str:
+    """The paper's value in its raw metric, with its ± std where printed ("n/a" where it printed none)."""
+    cell, value = table.cell(row, column), table.value(row, column)
+    if value is None:
+        return "n/a"
+    digits = _digits(value)
+    std = getattr(cell, "std", None)
+    scale = value / cell.mean if cell.mean else 1.0
+    return f"{value:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else "")
