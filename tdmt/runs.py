@@ -294,7 +294,8 @@ def _actor_from_loss(actor: Any, loss_state: dict[str, Any]) -> Any:
 def load_policy(folder: str | os.PathLike) -> tuple[Any, int, Callable]:
     """(config, step, policy) of the run in ``folder``: the recipe's own networks with the weights of its newest
     checkpoint (a finished train_teachers run: its final teachers, ``teachers/<task>/teacher.pt``). Supported: the
-    TD3 family (train_teachers, ktm_drl, td3_mt) and SAC (sac_mt, ctpg's control policies)."""
+    TD3 family (train_teachers, ktm_drl, td3_mt), SAC (sac_mt, ctpg's control policies), and the final ``model.pt``
+    of a2c_multitask and distill_kl (through their own ``load_model_policy``)."""
     from tdmt.envs import get_suite
 
     folder = Path(folder)
@@ -302,11 +303,15 @@ def load_policy(folder: str | os.PathLike) -> tuple[Any, int, Callable]:
     if not config:
         raise FileNotFoundError(f"{folder} is not a run folder (no readable {CONFIG})")
     recipe = _recipe_of(folder, config, _read_json(folder / SUMMARY), _read_json(folder / JOB_FILE))
-    supported = ("train_teachers", "ktm_drl", "td3_mt", "sac_mt", "ctpg")
+    supported = ("train_teachers", "ktm_drl", "td3_mt", "sac_mt", "ctpg", "a2c_multitask", "distill_kl")
     if recipe not in supported:
         raise ValueError(f"tdmt eval of a {recipe} run is not supported yet; valid recipes: {list(supported)}")
     cfg = config_of(recipe, config)
     suite = get_suite(cfg.suite)
+    if recipe in ("a2c_multitask", "distill_kl"):  # their final model.pt and the recipe's own loader
+        if not (folder / "model.pt").exists():
+            raise FileNotFoundError(f"run {folder} has no model.pt yet: tdmt eval reads a finished {recipe} run")
+        return cfg, budget_of(recipe, config) or 0, get_recipe(recipe).load_model_policy(cfg, str(folder / "model.pt"))
     if recipe == "train_teachers" and (folder / SUMMARY).exists():  # the final teachers, saved per task
         from tensordict.nn import TensorDictModule
 
@@ -417,7 +422,8 @@ def evaluate_run(folder: str | os.PathLike, episodes: int = 10, video: bool = Fa
         raise ValueError(f"video=true: {why}")
     cfg, step, policy = load_policy(folder)
     recipe = _recipe_of(folder, _read_config(folder), _read_json(folder / SUMMARY), _read_json(folder / JOB_FILE))
-    env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=episodes)
+    env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=episodes,
+                   tasks=list(getattr(cfg, "tasks", ())) or None)  # a2c_multitask may train on a subset
     try:
         frames = _TaskFrames(env) if video else None
         result = evaluate(env, policy, callback=frames)

@@ -190,24 +190,29 @@ def test_help_examples_run_as_written(tmp_path, capsys, monkeypatch):
             assert parser.parse_args(argv).func.__name__ == f"_{argv[0]}"
 
 
-def test_eval_of_a_td3_run_reproduces_its_own_last_evaluation(tmp_path, capsys):
-    """The policy rebuilt from the checkpoint is the trained one: with the run's evaluation seed and episode count,
-    `tdmt eval` gives exactly the returns the run logged at that step (TD3 recipes re-seed every evaluation)."""
-    from tdmt.algos import td3_mt
+@pytest.mark.parametrize("recipe,config,method", [
+    ("td3_mt", dict(total_steps=40, start_steps=20, eval_every=40, checkpoint_every=40, hidden=[16],
+                    batch_size_per_task=8), "TD3-MT"),
+    ("a2c_multitask", dict(total_steps=400, num_envs_per_task=2, eval_every=0), "Vanilla Multi-task"),
+])
+def test_eval_reproduces_the_runs_own_last_evaluation(recipe, config, method, tmp_path, capsys):
+    """The policy rebuilt from the run (TD3: its checkpoint; A2C: its final model.pt) is the trained one: with the
+    run's evaluation seed and episode count, `tdmt eval` gives exactly the returns the run logged at that step."""
+    from tdmt.algos import get_recipe
 
-    folder = tmp_path / "td3"
-    td3_mt.run(apply_overrides(td3_mt.Config(), dict(
-        suite="pendulum-mt3", run_dir=str(folder), total_steps=40, start_steps=20, eval_every=40, checkpoint_every=40,
-        eval_episodes=2, hidden=[16], batch_size_per_task=8, progress=False)))
+    folder = tmp_path / recipe
+    module = get_recipe(recipe)
+    module.run(apply_overrides(module.Config(), dict(suite="pendulum-mt3", run_dir=str(folder), eval_episodes=2,
+                                                     progress=False, **config)))
     code, _, err = _main(capsys, "eval", str(folder), "episodes=2")
     assert code == 0, err
     logged = CSVLog(folder / "eval.csv").rows()[-1]
-    assert logged["step"] == "40"
+    assert logged["step"] == str(config["total_steps"])
     for line in (folder / "evaluation.csv").read_text().splitlines()[1:]:
         task, mean, std, _ = line.split(",")
         assert (float(mean), float(std)) == (float(logged[f"eval/{task}/return"]),
                                              float(logged[f"eval/{task}/return_std"]))
-    assert read_run(folder).method == "TD3-MT"
+    assert read_run(folder).method == method
 
 
 def test_eval_of_teachers_and_ktm_and_their_report(tmp_path, capsys):
