@@ -28,6 +28,7 @@ import csv
 import io
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class RunResult:
     rows: list[dict[str, str]] = field(repr=False)
     method: str = ""  # the paper's name of the method (tdmt.report.method_name)
 
+    dir: Path = Path()  # the run folder
+
     def scores(self, task: str, metric: str = "return") -> np.ndarray:
         column = f"eval/{task}/{metric}"
         return np.asarray([float(r[column]) for r in self.rows if r.get(column) not in (None, "")])
@@ -62,7 +65,7 @@ class RunResult:
 def find_runs(folder: str | os.PathLike) -> list[RunResult]:
     """Finished runs (``summary.json`` present) anywhere under ``folder``, whoever launched them."""
     return [RunResult(r.recipe, r.suite, r.variant, r.seed if r.seed is not None else 0,
-                      CSVLog(r.dir / "eval.csv").rows(), r.method)
+                      CSVLog(r.dir / "eval.csv").rows(), r.method, r.dir)
             for r in runs_mod.find_runs(folder) if r.status == "done"]
 
 
@@ -167,23 +170,27 @@ def _suite_section(suite: str, runs: list[RunResult], labels: dict, out: Path) -
     return text, [*written, *pngs]
 
 
-def report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+def report(sweep_dir: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
            teachers: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``report.md``, the CSV tables and the curve PNGs of the finished runs under ``sweep_dir`` (a sweep or
-    any folder of runs); returns the written paths."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"no folder {sweep_dir}")
-    runs = find_runs(sweep_dir)
+    """Write ``report.md``, the CSV tables and the curve PNGs of the finished runs under ``sweep_dir`` (a sweep, any
+    folder of runs, or several folders: a run is counted once); returns the written paths. The output goes to
+    ``out_dir``, by default ``<folder>/report`` (with several folders: ``./report``)."""
+    folders = [Path(sweep_dir)] if isinstance(sweep_dir, (str, os.PathLike)) else [Path(f) for f in sweep_dir]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing or not folders:
+        raise FileNotFoundError(f"no folder {', '.join(missing) or '(none given)'}")
+    runs = list({r.dir.resolve(): r for folder in folders for r in find_runs(folder)}.values())
     if teachers:
-        runs += [r for r in find_runs(teachers) if r.recipe == TEACHER_RECIPE]
+        runs += [r for r in find_runs(teachers) if r.recipe == TEACHER_RECIPE and r.dir.resolve() not in
+                 {x.dir.resolve() for x in runs}]
+    where = " ".join(str(f) for f in folders)
     if not runs:
-        raise FileNotFoundError(f"no finished run (a run folder with {SUMMARY}) under {sweep_dir}; "
-                                f"`tdmt runs {sweep_dir}` lists its runs")
-    out = Path(out_dir) if out_dir else sweep_dir / "report"
+        raise FileNotFoundError(f"no finished run (a run folder with {SUMMARY}) under {where}; "
+                                f"`tdmt runs {where}` lists its runs")
+    out = Path(out_dir) if out_dir else (folders[0] / "report" if len(folders) == 1 else Path("report"))
     out.mkdir(parents=True, exist_ok=True)
     labels = _labels(runs)
-    text = f"# Report of {sweep_dir.name}\n\n{len(runs)} finished runs.\n\n"
+    text = f"# Report of {', '.join(f.name for f in folders)}\n\n{len(runs)} finished runs.\n\n"
     written = []
     for suite in sorted({r.suite for r in runs}):
         section, paths = _suite_section(suite, [r for r in runs if r.suite == suite], labels, out)

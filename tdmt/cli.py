@@ -5,7 +5,7 @@ usage:
     tdmt status SWEEP_DIR
     tdmt runs [DIR]                                   every run under DIR (default runs/): recipe, variant, seed,
                                                       steps done / budget, status, best score
-    tdmt report DIR [--out DIR] [--teachers DIR]      tables and curves of a sweep or of any folder of runs
+    tdmt report DIR... [--out DIR] [--teachers DIR]   tables and curves of the finished runs under the DIRs
     tdmt eval RUN_DIR [episodes=N] [video=true]       evaluation.md/.csv (and videos/*.mp4) in RUN_DIR
 
 ``key=value`` overrides the spec (dotted keys for nested ones: ``slurm.partition=gpu``,
@@ -71,7 +71,7 @@ def _status(ns: argparse.Namespace) -> int:
 def _report(ns: argparse.Namespace) -> int:
     from tdmt.aggregate import report
 
-    for path in report(ns.folder, out_dir=ns.out, teachers=ns.teachers):
+    for path in report(ns.folders, out_dir=ns.out, teachers=ns.teachers):
         print(path)
     return 0
 
@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", default="runs")
     p.set_defaults(func=_runs)
     p = sub.add_parser("report", help="tables (Markdown, CSV) and learning curves (PNG) across seeds")
-    p.add_argument("folder", help="a sweep folder or any folder of finished runs")
-    p.add_argument("--out", default=None, help="output folder (default: <folder>/report)")
+    p.add_argument("folders", nargs="+", help="sweep folders, folders of runs, or run folders")
+    p.add_argument("--out", default=None, help="output folder (default: <folder>/report; several folders: ./report)")
     p.add_argument("--teachers", default=None,
                    help="folder of teacher runs (default: the folder's own train_teachers runs, if any)")
     p.set_defaults(func=_report)

@@ -144,6 +144,11 @@ def test_report_works_on_any_folder_of_runs(trained, tmp_path, capsys):
     assert "2 finished runs." in report and "Seeds per method: MHSAC 1, MTSAC 1" in report
     assert "| task | MHSAC | MTSAC |" in report
     assert (tmp_path / "report" / "control-mt2_curves.png").stat().st_size > 10_000
+    # several folders (here two run folders), a run counted once
+    code, out, err = _main(capsys, "report", str(tmp_path / "a"), str(other), str(tmp_path / "a"), "--out",
+                           str(tmp_path / "two"))
+    assert code == 0, err
+    assert "2 finished runs." in (tmp_path / "two" / "report.md").read_text()
 
 
 def test_version_and_one_line_errors(tmp_path, capsys):
