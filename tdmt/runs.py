@@ -130,8 +130,9 @@ def variant_of(recipe: str, config: dict[str, Any]) -> str:
         return "?"
     defaults = dataclasses.asdict(cls())
     budgets = set(getattr(cls, "BUDGET_KEYS", ()))
+    own = set(vars(cls).get("__annotations__", {}))  # the recipe's own keys (ablation switches) before shared ones
     changed = []
-    for key, value in config.items():
+    for key, value in sorted(config.items(), key=lambda kv: kv[0] not in own):
         default = defaults.get(key)
         default = list(default) if isinstance(default, tuple) else default
         if key in _NOT_VARIANT or key in budgets or key not in defaults or value == default:
@@ -264,7 +265,7 @@ def format_runs(runs: list[RunInfo], root: str | os.PathLike = ".") -> str:
             where = str(r.dir.relative_to(root))
         except ValueError:
             where = str(r.dir)
-        variant = r.variant if len(r.variant) <= 48 else r.variant[:47] + "…"
+        variant = r.variant if len(r.variant) <= 60 else r.variant[:59] + "…"
         lines.append([r.recipe, r.suite, variant, "-" if r.seed is None else str(r.seed), steps, status,
                       best, where])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
