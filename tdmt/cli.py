@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from submitit.core.utils import FailedJobError, FailedSubmissionError
@@ -71,9 +72,24 @@ def _status(ns: argparse.Namespace) -> int:
 def _report(ns: argparse.Namespace) -> int:
     from tdmt.aggregate import report
 
-    for path in report(ns.folders, out_dir=ns.out, teachers=ns.teachers):
+    paper = ns.paper or _sweep_paper(ns.folders)
+    written = report(ns.folders, out_dir=ns.out, teachers=ns.teachers)
+    if paper:
+        from tdmt.paper_report import paper_report
+
+        written += paper_report([*ns.folders, *([ns.teachers] if ns.teachers else [])], paper, written[0].parent)
+    for path in written:
         print(path)
     return 0
+
+
+def _sweep_paper(folders: Sequence[str]) -> str | None:
+    """The paper table a sweep's spec names (``paper:``), when one folder is such a sweep."""
+    from tdmt.launch import MANIFEST, read_manifest
+
+    papers = {read_manifest(f)["spec"].get("paper") for f in folders if (Path(f) / MANIFEST).exists()}
+    papers.discard(None)
+    return papers.pop() if len(papers) == 1 else None
 
 
 def _runs(ns: argparse.Namespace) -> int:
@@ -136,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: <folder>/report; several folders: ./report)")
     p.add_argument("--teachers", default=None,
                    help="folder of teacher runs (default: the folder's own train_teachers runs, if any)")
+    p.add_argument("--paper", default=None, help="also the paper's table side by side with ours, e.g. ktm-table1 "
+                                                 "(default: the table a sweep's spec names; tdmt.paper_tables)")
     p.set_defaults(func=_report)
     p = sub.add_parser("eval", help="evaluate a run's newest checkpoint: evaluation.md/.csv, videos/ with video=true")
     p.add_argument("run", help="the run folder")

@@ -49,7 +49,9 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             raise ValueError(f"{name}={value!r} is not a valid choice; valid: {list(choices)}")
         return value
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
+        if isinstance(value, str) and "," in value:  # logger=csv,tensorboard
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):
             value = [value]
         args = typing.get_args(annotation)
         inner = args[0] if args else Any
@@ -322,7 +324,7 @@ class BaseConfig:
     def validate(self) -> None:
         """Ranges of every numeric key, the suite, the device and the loggers; recipes extend it."""
         from tdmt.envs import get_suite
-        from tdmt.logger import LOGGERS
+        from tdmt.logger import check_loggers
 
         check_ranges(self)
         get_suite(self.suite)
@@ -331,9 +333,7 @@ class BaseConfig:
         kind = self.device.split(":")[0]
         if kind not in self.DEVICES:
             raise ValueError(f"device={self.device!r} is not supported by this recipe yet; valid: {list(self.DEVICES)}")
-        bad = [name for name in self.logger if name not in LOGGERS]
-        if bad or not self.logger:
-            raise ValueError(f"logger={list(self.logger)!r} is not valid; valid: one or more of {list(LOGGERS)}")
+        check_loggers(self.logger)
 
     # -- run identity -----------------------------------------------------------------------------------------
 
