@@ -90,8 +90,8 @@ def test_mtsac_learns_pendulum_mt3(tmp_path):
     """MTSAC with small nets on pendulum-mt3: random play scores about -1200 per episode; after 4000 steps per
     task (~1 min on 1 core) the mean deterministic return must exceed -400 and every task must beat -900."""
     cfg = Config(suite="pendulum-mt3", hidden=(64, 64), lr=1e-3, batch_size_per_task=64, buffer_size_per_task=10_000,
-                 exploration_steps=500, total_steps=4000, eval_every=2000, eval_episodes=3, log_every=500,
-                 run_dir=str(tmp_path))
+                 exploration_steps=500, total_steps=4000, eval_every=2000, eval_episodes=3, final_eval_episodes=6,
+                 log_every=500, run_dir=str(tmp_path), progress=False)
     summary = run(cfg)
     assert summary["final_mean_return"] > -400, summary
     assert all(r > -900 for r in summary["final_return"].values()), summary
