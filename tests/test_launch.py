@@ -87,13 +87,13 @@ def test_debug_sweep_layout_resolved_configs_skip_done_status_and_report(tmp_pat
 
     written = report(sweep)
     md = (sweep / "report" / "report.md").read_text()
-    assert f"| task | {TOY}/small | {TOY}/wide |" in md and "Seeds per method" in md
+    assert f"| task | {TOY} (hidden=32) | {TOY} (hidden=8) |" in md and "Seeds per method" in md
     rows = CSVLog(sweep / "report" / "pendulum-mt3_max_return.csv").rows()
     assert len(rows) == 3 * 2 and all(r["seeds"] == "2" for r in rows)
     # mean across seeds = mean of each seed's max average return
     per_seed = [max(float(r["eval/PendulumGravityLow/return"]) for r in
                     CSVLog(sweep / TOY / "pendulum-mt3" / "wide" / f"seed{s}" / "eval.csv").rows()) for s in (0, 1)]
-    cell = next(r for r in rows if r["task"] == "PendulumGravityLow" and r["method"] == f"{TOY}/wide")
+    cell = next(r for r in rows if r["task"] == "PendulumGravityLow" and r["method"] == f"{TOY} (hidden=32)")
     assert float(cell["mean"]) == pytest.approx(sum(per_seed) / 2)
     assert float(cell["std"]) == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
     assert (sweep / "report" / "pendulum-mt3_curves.png").stat().st_size > 10_000 and len(written) == 4
@@ -101,23 +101,23 @@ def test_debug_sweep_layout_resolved_configs_skip_done_status_and_report(tmp_pat
 
 def test_report_ratio_to_ideal_teachers(tmp_path):
     sweep = tmp_path / "sw"
-    returns = {"train_teachers": [-200.0, -300.0], "ktm_drl": [-250.0, -250.0]}
+    returns = {"train_teachers": [200.0, 300.0], "ktm_drl": [250.0, 250.0]}
     tasks = ["PendulumGravityLow", "PendulumGravityNormal", "PendulumGravityHigh"]
     for recipe, values in returns.items():
         for seed, value in enumerate(values):
             run_dir = sweep / recipe / "pendulum-mt3" / "default" / f"seed{seed}"
             run_dir.mkdir(parents=True)
             log = CSVLog(run_dir / "eval.csv")
-            log.log(100, **{f"eval/{t}/return": value * 2 for t in tasks})  # max average return: the later one
+            log.log(100, **{f"eval/{t}/return": value / 2 for t in tasks})  # max average return: the later one
             log.log(200, **{f"eval/{t}/return": value for t in tasks})
             (run_dir / "summary.json").write_text("{}")
     report(sweep)
     ratio = CSVLog(sweep / "report" / "pendulum-mt3_ratio.csv").rows()
-    assert [r["method"] for r in ratio] == ["ktm_drl"]
-    # each ktm_drl seed: -250 / mean(-200, -300) = 1.0
+    assert [r["method"] for r in ratio] == ["KTM-DRL"]
+    # each ktm_drl seed: 250 / mean(200, 300) = 1.0
     assert float(ratio[0]["PendulumGravityLow"]) == pytest.approx(1.0) and float(ratio[0]["average"]) == 1.0
     md = (sweep / "report" / "report.md").read_text()
-    assert "| task | Ideal | ktm_drl |" in md and "-250.0 ± 50.0" in md and "performance ratio" in md
+    assert "| task | Ideal | KTM-DRL |" in md and "250.0 ± 50.0" in md and "performance ratio" in md
 
 
 def _wait_for(predicate, timeout_s: float, what: str):
