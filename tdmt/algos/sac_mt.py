@@ -6,14 +6,20 @@ API summary
 * ``Config``: the paper's hyper-parameters (CTPG App. F.3, DESIGN §6): Adam lr 1e-4 (actor, critic, α), batch
   128 per task (128·K), γ 0.99, τ 0.005, reward scale 0.1, 2000 exploration steps then 1 update per env step,
   2×400 (HalfCheetah) / 5×400 (Meta-World) networks (PaCo 3×400 and SM's own sizes on Meta-World), per-task α,
-  mask-out (3000 after 100k steps), loss rescaling. ``hidden=()`` picks the paper's size for the suite.
+  mask-out (3000 after 100k steps), loss rescaling. ``hidden=()`` picks the paper's size for the suite;
+  ``buffer_size_per_task=0`` the paper's replay TOTAL for the suite split over the K tasks (5e5 MT5, 1e6 MT8/MT10,
+  1e7 MT50: :data:`PAPER_REPLAY_TOTAL`). Where the paper is silent, the public code (DarkDawn233/CTPG) decides:
+  ``alpha_loss="alpha"``, ``alpha_max=1``, ``max_grad_norm=0.1``, ``mask_out_on="critic"``, ``paco_reset``,
+  ``sm_routing_input="state_and_task"``.
 * ``MultiTaskSAC(cfg, suite)``: networks + ``MultiTaskSACLoss`` + optimizers (PCGrad-wrapped for
   ``backbone=pcgrad``) + ``SoftUpdate``; ``update(batch) -> metrics``, ``explore(td, random=False)``,
   ``act(td)`` (the policy for ``evaluate``), ``state_dict()``/``load_state_dict()``. The CTPG recipe can reuse
   it for its control policies.
 * ``run(cfg) -> summary``: the training loop (one env step of all K tasks = one "step"; ``total_steps`` is the
-  sample budget per task), evaluation every ``eval_every`` steps, checkpoint/resume via ``TrainingRun``;
-  writes metrics.csv, eval.csv, results.md, curves.png, summary.json in ``run_dir``.
+  sample budget per task), evaluation every ``eval_every`` steps over ``eval_episodes`` and of the final policy over
+  ``final_eval_episodes`` (100: CTPG Table 1), on at most ``MAX_EVAL_ENVS_PER_TASK`` env instances per task
+  (:func:`evaluate_episodes` runs more episodes in rounds); checkpoint/resume via ``TrainingRun``; writes
+  metrics.csv, eval.csv, results.md, curves.png, summary.json in ``run_dir``.
 """
 
 from __future__ import annotations

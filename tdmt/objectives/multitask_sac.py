@@ -363,7 +363,7 @@ class MultiTaskSACLoss(LossModule):
         """PaCo's reset (Sun et al. 2022; public CTPG code ``reset_weight_by_task_mask``): every task with
         ``kept[τ] == 0`` gets composition weights ``w_τ ← Σ_k c_τk w_k``, ``c_τ`` uniform random on the kept tasks,
         L1-normalised (one draw for the actor, the critics and the target critics: the public code's composition
-        weights are one task encoder that all of them read). With no kept task, a fresh uniform ``[0, 1)`` draw.
+        weights are one task encoder that all of them read). With no kept task, fresh random unit-norm rows.
         Acts on every parameter named ``task_weights`` (``[..., K, P]``, the PaCo backbone); a no-op elsewhere, and
         when every task is kept. No host sync: the mix is computed for every task and selected by ``kept``.
         """
