@@ -144,6 +144,8 @@ def test_final_evaluation_runs_its_episodes_in_rounds_on_a_bounded_set_of_envs()
     assert eval_envs_per_task(Config()) == 10  # 10 periodic, 100 final episodes: 10 instances per task
     assert [eval_envs_per_task(Config(eval_episodes=e, final_eval_episodes=f)) for e, f in
             ((4, 100), (30, 90), (7, 100), (5, 5))] == [4, 10, 1, 5]
+    # and at most 100 in all: Meta-World MT50 gets 2 per task (100 instances of ~22 MB, not 500)
+    assert eval_envs_per_task(Config(suite="metaworld-mt50")) == 2
     suite = get_suite("pendulum-mt3")
     sac = MultiTaskSAC(Config(**TINY), suite)
     env, twin = (make_env("pendulum-mt3", seed=4, num_envs_per_task=2) for _ in range(2))

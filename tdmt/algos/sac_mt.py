@@ -56,6 +56,7 @@ PAPER_REPLAY_TOTAL = {"halfcheetah-mt5": 500_000, "halfcheetah-mt8": 1_000_000, 
                       "metaworld-mt50": 10_000_000}
 DEFAULT_REPLAY_TOTAL = 1_000_000  # suites the paper does not use: Table 3's 1e6
 MAX_EVAL_ENVS_PER_TASK = 10  # env instances per task an evaluation builds; more episodes run in rounds
+MAX_EVAL_ENVS = 100  # and in all: a Meta-World instance holds ~22 MB, so MT50 x 10 would take ~11 GiB
 
 
 @dataclasses.dataclass
@@ -220,9 +221,11 @@ def update_metrics(out: dict[str, torch.Tensor], task_names: list[str]) -> dict[
 
 def eval_envs_per_task(cfg: Config) -> int:
     """Env instances per task of the evaluation env: the largest divisor of both ``eval_episodes`` and
-    ``final_eval_episodes`` up to ``MAX_EVAL_ENVS_PER_TASK`` (more episodes run in rounds on the same instances)."""
+    ``final_eval_episodes`` up to ``MAX_EVAL_ENVS_PER_TASK``, and up to ``MAX_EVAL_ENVS`` over all tasks (more
+    episodes run in rounds on the same instances)."""
     common = math.gcd(cfg.eval_episodes, cfg.final_eval_episodes)
-    return max(d for d in range(1, min(common, MAX_EVAL_ENVS_PER_TASK) + 1) if common % d == 0)
+    cap = max(1, min(common, MAX_EVAL_ENVS_PER_TASK, MAX_EVAL_ENVS // get_suite(cfg.suite).num_tasks))
+    return max(d for d in range(1, cap + 1) if common % d == 0)
 
 
 def evaluate_episodes(env: MultiTaskEnv, policy, episodes: int) -> EvalResult:
