@@ -107,8 +107,14 @@ def run_score(run: runs_mod.RunInfo, target: Target) -> float:
     return mean * 100.0 if metric == "success_rate" and mean <= 1.0 else mean
 
 
+def _budget(run: runs_mod.RunInfo) -> int | None:
+    """A run's training budget per task (fine-tuning: its first phase's frames, as the paper's 5M)."""
+    budget = runs_mod.budget_of(run.recipe, run.config)
+    return budget if budget is not None else run.config.get("source_frames")
+
+
 def _budget_run(runs: Sequence[runs_mod.RunInfo]) -> str:
-    budgets = sorted({b for r in runs if (b := runs_mod.budget_of(r.recipe, r.config)) is not None})
+    budgets = sorted({b for r in runs if (b := _budget(r)) is not None})
     return ", ".join(f"{b:,}" for b in budgets) or "unknown"
 
 
@@ -177,7 +183,7 @@ def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: s
 
 
 def _reduced(runs: Sequence[runs_mod.RunInfo], paper_budget: int | dict | None) -> bool:
-    budgets = [b for r in runs if (b := runs_mod.budget_of(r.recipe, r.config)) is not None]
+    budgets = [b for r in runs if (b := _budget(r)) is not None]
     wanted = min(paper_budget.values()) if isinstance(paper_budget, dict) else paper_budget
     return bool(budgets and wanted and min(budgets) < wanted / 2)
 
