@@ -1,15 +1,23 @@
-"""Throughput of one online KTM-DRL multi-task step: tdmt (one batched update) vs the public reference structure.
+"""Speed of KTM-DRL's epochs: tdmt's per-task schedule vs the public code's loop, and tdmt's batched option.
 
-A "multi-task step" updates the student on N transitions of each of K tasks with the online losses (Eq. 3–5,
-teacher term included, α=β=1) and the policy delay d=2 (the actor and the soft target update run every 2nd step).
+One epoch (Algorithm 1's ``decision epoch``) updates the student on N transitions of each of K tasks:
 
-* tdmt: one ``TeacherDistillTD3Loss`` critic update on a ``[K, N]`` batch (+ one actor update every 2nd step),
-  the K teachers evaluated as one stacked module (``baddbmm``) — float32, and bf16 autocast (``precision``).
-* reference: the structure of the public KTM-DRL code — K sequential per-task TD3 updates (batch N each), each
-  calling its own native-size teacher critic, each with its own optimiser steps and soft update.
+* offline (Eq. 1–2): critic regressed on teacher k's Q-values, actor through teacher k's critic, every update;
+* online (Eq. 3–5, α=β=1): clipped double-Q TD target and critic, actor + soft target update every d=2 epochs.
 
-Both run in the same process on the same random data (sampling excluded), repeated; medians and the ratio are
-printed. ``python benchmarks/ktm_step.py --threads 2`` (defaults: K=8, 2×400, N=256, obs 17, act 6).
+Contenders, run in the same process on the same data (sampling excluded), round after round so that load from other
+processes hits them alike; medians over rounds and the ratios are printed:
+
+* ``reference``: the public code's loop (xuzhiyuan1528/KTM-DRL, ``agent/td3mt.py::train_mt``) in plain PyTorch —
+  foreach task k one update on N transitions: its native-size teacher critic, ``F.mse_loss``, its own optimiser
+  steps (separate offline/online Adams, per-task update counters for the policy delay), the soft update as a loop
+  over parameters (also offline, as there). Student input: the padded state.
+* ``tdmt per_task`` (the default): ``TD3Learner(schedule="per_task")`` — the same K sequential updates through
+  :class:`~tdmt.objectives.TeacherDistillTD3Loss`.
+* ``tdmt batched`` (option): ``TD3Learner(schedule="batched")`` — one update on the mean of the ``[K, N]`` batch
+  (K× fewer gradient steps: a different method, shown for its cost).
+
+``python benchmarks/ktm_step.py --threads 1 --repeats 3`` (defaults: K=8, 2×400, N=256, obs 17, act 6: MT8).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import argparse
 import copy
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from tensordict import TensorDict
@@ -25,13 +34,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from tdmt.algos.td3_common import TD3Learner
-from tdmt.envs import action_masks
 from tdmt.modules.td3 import make_student_actor, make_student_critic
 from tdmt.modules.teachers import StackedTeachers
 from tdmt.objectives import TeacherDistillTD3Loss
 
 
-# ---------------------------------------------------------------------- reference structure (plain PyTorch)
+# ---------------------------------------------------------------------- the public code's structure (plain PyTorch)
 class RefActor(nn.Module):
     def __init__(self, obs: int, act: int, hidden: int):
         super().__init__()
@@ -44,66 +52,74 @@ class RefActor(nn.Module):
 class RefCritic(nn.Module):
     def __init__(self, obs: int, act: int, hidden: int):
         super().__init__()
-        self.q1 = nn.Sequential(nn.Linear(obs + act, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                nn.Linear(hidden, 1))
-        self.q2 = copy.deepcopy(self.q1)
-        for p in self.q2.parameters():
-            nn.init.normal_(p, std=0.05)
+        self.l1, self.l2, self.l3 = nn.Linear(obs + act, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 1)
+        self.l4, self.l5, self.l6 = nn.Linear(obs + act, hidden), nn.Linear(hidden, hidden), nn.Linear(hidden, 1)
 
     def forward(self, s, a):
-        sa = torch.cat([s, a], -1)
-        return self.q1(sa), self.q2(sa)
+        sa = torch.cat([s, a], 1)
+        return (self.l3(F.relu(self.l2(F.relu(self.l1(sa))))), self.l6(F.relu(self.l5(F.relu(self.l4(sa))))))
 
-    def Q1(self, s, a):  # noqa: N802 - the reference code's name
-        return self.q1(torch.cat([s, a], -1))
+    def Q1(self, s, a):  # noqa: N802 - the public code's name
+        sa = torch.cat([s, a], 1)
+        return self.l3(F.relu(self.l2(F.relu(self.l1(sa)))))
 
 
 class Reference:
-    """K sequential per-task KTM-DRL online updates, one teacher call per task (the public code's loop)."""
+    """``TD3MT.train_mt`` of the public code, one call per task and epoch (its Gaussian-noise fix aside)."""
 
-    def __init__(self, K: int, obs: int, act: int, hidden: int, onehot: bool = True):
-        inp = obs + (K if onehot else 0)
-        self.actor, self.critic = RefActor(inp, act, hidden), RefCritic(inp, act, hidden)
-        self.actor_t, self.critic_t = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
-        self.a_opt = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
-        self.c_opt = torch.optim.Adam(self.critic.parameters(), lr=3e-4)
-        self.teachers = [RefCritic(obs, act, hidden).requires_grad_(False) for _ in range(K)]
-        self.K, self.it = K, 0
+    def __init__(self, K: int, obs: int, act: int, hidden: int):
+        self.actor, self.critic = RefActor(obs, act, hidden), RefCritic(obs, act, hidden)
+        self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=3e-4)
+        self.actor_optimizer_online = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
+        self.critic_optimizer_online = torch.optim.Adam(self.critic.parameters(), lr=3e-4)
+        self.teachers = [RefCritic(obs, act, hidden) for _ in range(K)]  # its teachers are loaded TD3 agents
+        self.total_it = [0] * K
 
-    def task_update(self, k: int, s, a, r, s2, d, mask, teacher_obs):
+    def update_target_network(self) -> None:
+        for net, target in ((self.critic, self.critic_target), (self.actor, self.actor_target)):
+            for param, target_param in zip(net.parameters(), target.parameters()):
+                target_param.data.copy_(0.005 * param.data + (1 - 0.005) * target_param.data)
+
+    def train_mt(self, idx: int, batch: tuple, is_offline: bool) -> None:
+        self.total_it[idx] += 1
+        state, action, next_state, reward, not_done = batch
+        teacher = self.teachers[idx]
         with torch.no_grad():
-            noise = (torch.randn_like(a) * 0.2).clamp(-0.5, 0.5)
-            a2 = ((self.actor_t(s2) + noise).clamp(-1, 1)) * mask
-            t1, t2 = self.critic_t(s2, a2)
-            y = r + 0.99 * (1 - d) * torch.min(t1, t2)
-        q1, q2 = self.critic(s, a)
-        loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
-        self.c_opt.zero_grad()
-        loss.backward()
-        self.c_opt.step()
-        if self.it % 2 == 0:
-            pi = self.actor(s) * mask
-            loss_pi = -self.teachers[k].Q1(teacher_obs, pi).mean() - self.critic.Q1(s, pi).mean()
-            self.a_opt.zero_grad()
-            loss_pi.backward()
-            self.a_opt.step()
-            with torch.no_grad():
-                for net, target in ((self.actor, self.actor_t), (self.critic, self.critic_t)):
-                    for p, tp in zip(net.parameters(), target.parameters()):
-                        tp.lerp_(p, 0.005)
-
-    def step(self, batch: TensorDict, masks: torch.Tensor) -> None:
-        for k in range(self.K):
-            b = batch[k]
-            s = torch.cat([b["observation"], b["task_onehot"]], -1)
-            s2 = torch.cat([b["next", "observation"], b["next", "task_onehot"]], -1)
-            self.task_update(k, s, b["action"], b["next", "reward"], s2, b["next", "terminated"].float(),
-                             masks[k], b["observation"])
-        self.it += 1
+            if is_offline:
+                teacher_q1, teacher_q2 = teacher(state, action)
+            else:
+                noise = (torch.randn_like(action) * 0.2).clamp(-0.5, 0.5)
+                next_action = (self.actor_target(next_state) + noise).clamp(-1, 1)
+                target_q1, target_q2 = self.critic_target(next_state, next_action)
+                target_q = reward + not_done * 0.99 * torch.min(target_q1, target_q2)
+        current_q1, current_q2 = self.critic(state, action)
+        if is_offline:
+            critic_loss = F.mse_loss(current_q1, teacher_q1) + F.mse_loss(current_q2, teacher_q2)
+            optimizer = self.critic_optimizer
+        else:
+            critic_loss = F.mse_loss(current_q1, target_q) + F.mse_loss(current_q2, target_q)
+            optimizer = self.critic_optimizer_online
+        optimizer.zero_grad()
+        critic_loss.backward()
+        optimizer.step()
+        if is_offline or self.total_it[idx] % 2 == 0:
+            current_action = self.actor(state)
+            actor_loss = -teacher.Q1(state, current_action)
+            if is_offline:
+                actor_loss, optimizer = actor_loss.mean(), self.actor_optimizer
+            else:
+                actor_loss = (-self.critic.Q1(state, current_action) + actor_loss).mean()
+                optimizer = self.actor_optimizer_online
+            optimizer.zero_grad()
+            actor_loss.backward()
+            optimizer.step()
+            self.update_target_network()
 
 
 # ---------------------------------------------------------------------- tdmt
-def make_tdmt(K: int, obs: int, act: int, hidden: int, precision: str) -> TD3Learner:
+def make_learner(K: int, obs: int, act: int, hidden: int, schedule: str) -> TD3Learner:
     native = [{"obs_dim": obs, "act_dim": act, **{name: [(torch.randn(i, o) * 0.05, torch.zeros(o)) for i, o in
                                                       ((obs + act if name != "actor" else obs, hidden),
                                                        (hidden, hidden), (hidden, act if name == "actor" else 1))]
@@ -113,7 +129,7 @@ def make_tdmt(K: int, obs: int, act: int, hidden: int, precision: str) -> TD3Lea
     critic = make_student_critic(obs, act, K, (hidden, hidden))
     loss = TeacherDistillTD3Loss(actor, critic, teachers, action_masks=torch.ones(K, act), mode="online")
     loss.make_value_estimator(gamma=0.99)
-    return TD3Learner(loss, lr=3e-4, tau=0.005, policy_delay=2, precision=precision)
+    return TD3Learner(loss, lr=3e-4, tau=0.005, policy_delay=2, schedule=schedule)
 
 
 def make_batch(K: int, N: int, obs: int, act: int) -> TensorDict:
@@ -128,17 +144,16 @@ def make_batch(K: int, N: int, obs: int, act: int) -> TensorDict:
     }, batch_size=[K, N])
 
 
-def measure(fns: dict[str, object], steps: int, repeats: int) -> dict[str, list[float]]:
-    """Steps/s of each ``fn(n)`` over ``repeats`` rounds; within a round the contenders run back to back, so load
-    from other processes hits them alike. One warm-up block each first."""
+def measure(fns: dict[str, Callable[[int], None]], epochs: int, repeats: int) -> dict[str, list[float]]:
+    """Epochs/s of each ``fn(n)`` over ``repeats`` rounds, contenders back to back in each round; a warm-up first."""
     for fn in fns.values():
         fn(2)
     rates: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            fn(steps)
-            rates[name].append(steps / (time.perf_counter() - t0))
+            fn(epochs)
+            rates[name].append(epochs / (time.perf_counter() - t0))
     return rates
 
 
@@ -149,38 +164,42 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="transitions per task")
     parser.add_argument("--obs", type=int, default=17)
     parser.add_argument("--act", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10, help="multi-task steps per timing (even: d=2)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per timing (even: d=2)")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     K, N = args.tasks, args.batch
     batch = make_batch(K, N, args.obs, args.act)
-    masks = action_masks([args.act] * K, args.act)
-    ref = Reference(K, args.obs, args.act, args.hidden)
+    per_task_rows = [(b["observation"], b["action"], b["next", "observation"], b["next", "reward"],
+                      1.0 - b["next", "terminated"].float()) for b in batch.unbind(0)]
+    print(f"KTM-DRL epochs: K={K}, 2x{args.hidden}, N={N} per task, obs {args.obs}, act {args.act}, "
+          f"{args.threads} thread(s), {args.repeats} rounds x {args.epochs} epochs, torch {torch.__version__}")
+    for stage in ("offline", "online"):
+        ref = Reference(K, args.obs, args.act, args.hidden)
+        learners = {s: make_learner(K, args.obs, args.act, args.hidden, s) for s in ("per_task", "batched")}
+        for learner in learners.values():
+            learner.loss.mode = stage
+        every = {"actor_every": 1, "soft_update": False} if stage == "offline" else {}
 
-    def run_ref(n):
-        for _ in range(n):
-            ref.step(batch, masks)
-
-    fns = {"reference (K sequential updates, K teacher calls)": run_ref}
-    for precision in ("float32", "bfloat16"):
-        learner = make_tdmt(K, args.obs, args.act, args.hidden, precision)
-
-        def run_tdmt(n, learner=learner):
+        def run_ref(n, ref=ref, stage=stage):
             for _ in range(n):
-                learner.update(batch)
+                for k in range(K):
+                    ref.train_mt(k, per_task_rows[k], is_offline=stage == "offline")
 
-        fns[f"tdmt batched [K, N] update, {precision}"] = run_tdmt
-    rates = measure(fns, args.steps, args.repeats)
-    base = statistics.median(next(iter(rates.values())))
-    print(f"KTM-DRL online multi-task step: K={K}, 2x{args.hidden}, batch {N}/task, teacher term on, "
-          f"{args.threads} threads, {args.repeats} rounds x {args.steps} steps")
-    for name, values in rates.items():
-        median = statistics.median(values)
-        print(f"  {name:52s} {median:7.2f} steps/s (median; runs {', '.join(f'{r:.2f}' for r in values)})  "
-              f"x{median / base:.2f} vs reference")
+        def run_tdmt(n, learner=None, every=every):
+            for _ in range(n):
+                learner.update(batch, **every)
+
+        fns = {"reference (public code's loop)": run_ref}
+        fns.update({f"tdmt {s}": (lambda n, lr=lr: run_tdmt(n, lr)) for s, lr in learners.items()})
+        rates = {name: statistics.median(v) for name, v in measure(fns, args.epochs, args.repeats).items()}
+        ref_rate, per_task, batched = rates.values()
+        print(f"{stage} (Eq. {'1-2' if stage == 'offline' else '3-5'}), epochs/s (median):")
+        print(f"  reference {ref_rate:7.2f}   tdmt per_task {per_task:7.2f}   tdmt batched {batched:7.2f}")
+        print(f"  per_task / reference = x{per_task / ref_rate:.2f}   batched / per_task = x{batched / per_task:.2f}"
+              f"   (updates per epoch: reference {K}, per_task {K}, batched 1)")
 
 
 if __name__ == "__main__":

@@ -63,9 +63,10 @@ def main(argv: list[str]) -> None:
                  "KTM-DRL": [TrainingRun(out / "ktm_drl").evals.rows()]}, suite.task_names, out / "curves.png",
                 title=f"KTM-DRL demo — {demo.suite}")
     text = (out / "ktm_drl" / "results.md").read_text()
-    text += (f"\nDemo budget: teachers {t_cfg.steps} steps ({t_cfg.start_steps} random), hidden {list(t_cfg.hidden)}; "
+    text += (f"\nDemo budget: teachers {t_cfg.total_steps} steps ({t_cfg.start_steps} random), "
+             f"hidden {list(t_cfg.hidden)}; "
              f"student offline {k_cfg.offline_steps} + online {k_cfg.online_steps} steps, hidden "
-             f"{list(k_cfg.hidden)}, batch {k_cfg.batch_size} per task. Wall time: teachers {t_teach:.0f} s, "
+             f"{list(k_cfg.hidden)}, batch {k_cfg.batch_size_per_task} per task. Wall time: teachers {t_teach:.0f} s, "
              f"KTM-DRL {t_ktm:.0f} s ({demo.threads} threads).\n")
     write_text(out / "results.md", text)
     print(text)

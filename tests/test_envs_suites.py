@@ -14,6 +14,7 @@ EXPECTED = {
     "metaworld-mt10": (10, 39, 4),
     "metaworld-mt50": (50, 39, 4),
     "pendulum-mt3": (3, 3, 1),
+    "control-mt2": (2, 10, 2),
 }
 
 

@@ -12,20 +12,20 @@ from tdmt.algos import get_recipe, td3_mt
 from tdmt.algos import ktm_drl as ktm
 from tdmt.algos import teachers as teachers_recipe
 from tdmt.algos.run import StopRequested, TrainingRun
-from tdmt.algos.td3_common import OnlineCollector, max_average, write_results
+from tdmt.algos.td3_common import EpisodeTurns, OnlineCollector, max_average, write_results
 from tdmt.config import parse_args
-from tdmt.envs import get_suite, make_env
+from tdmt.envs import PadSpaces, get_suite, make_env
 from tdmt.modules.td3 import make_student_actor
 
 SUITE = "pendulum-mt3"
-TINY = dict(hidden=(16, 16), batch_size=16, buffer_size=200, eval_episodes=1, progress=False)
+TINY = dict(hidden=(16, 16), batch_size_per_task=16, buffer_size_per_task=200, eval_episodes=1, progress=False)
 
 
 @pytest.fixture(scope="module")
 def tiny_teachers(tmp_path_factory):
     """Barely trained teachers (300 steps): enough for plumbing, not for learning."""
     run_dir = tmp_path_factory.mktemp("teachers")
-    cfg = teachers_recipe.Config(suite=SUITE, run_dir=str(run_dir), steps=300, start_steps=100, eval_every=150,
+    cfg = teachers_recipe.Config(suite=SUITE, run_dir=str(run_dir), total_steps=300, start_steps=100, eval_every=150,
                                  checkpoint_every=0, **TINY)
     summary = get_recipe("train_teachers").run(cfg)
     return run_dir, summary
@@ -70,9 +70,8 @@ def test_ktm_run_writes_tables_and_stages(tiny_teachers, tmp_path):
 def test_table3_ablation_labels():
     labels = {ktm.Config(**switch).label for switch in (
         {}, dict(offline_steps=0), dict(online_steps=0), dict(alpha=0.0), dict(beta=0.0), dict(per_task_replay=False))}
-    assert labels == {"KTM-DRL", "KTM-DRL — w/o Offline", "KTM-DRL — w/o Online",
-                      "KTM-DRL — online w/o teacher (α=0)", "KTM-DRL — online only teacher (β=0)",
-                      "KTM-DRL — w/o per-task replay"}
+    assert labels == {"KTM-DRL", "KTM-DRL w/o Offline", "KTM-DRL w/o Online", "KTM-DRL Online w/o Teachers",
+                      "KTM-DRL Online only Teacher", "KTM-DRL w/o HER"}
 
 
 @pytest.mark.parametrize("switch", [dict(offline_steps=0, per_task_replay=False), dict(alpha=0.0, beta=0.5)])
@@ -82,6 +81,20 @@ def test_table3_ablation_switches_run(tiny_teachers, tmp_path, switch):
     assert cfg.label in summary["max_average_reward"]
     stages = {r["stage"] for r in TrainingRun(tmp_path / "abl").evals.rows()}
     assert stages == ({"online"} if "offline_steps" in switch else {"offline", "online"})
+
+
+def test_without_her_run_both_stages_no_wasted_env_steps(tiny_teachers, tmp_path):
+    """per_task_replay=false: offline and online both take one task at a time; every env step is the active
+    task's and is stored; K updates per epoch in both stages, as with per-task replay."""
+    cfg = ktm_cfg(tmp_path / "noher", tiny_teachers[0] / "teachers", per_task_replay=False, checkpoint_every=80)
+    ktm.run(cfg)
+    final = tmp_path / "noher" / "checkpoints" / "step_0000000080"
+    sizes = json.loads((final / "buffer_online.json").read_text())["size"]
+    assert sizes == [120, 0, 0]  # 40 online epochs x K=3 env steps, all inside task 0's first 200-step episode
+    state = torch.load(final / "state.pt", weights_only=False)["state"]["train"]
+    assert state["learner"]["updates"] == 40 * 3 + (40 - 10) * 3  # offline K per epoch; online after learning_starts
+    assert state["turns"] == {"active_task": 0, "offline_task": 0, "offline_position": 120}
+    assert {r["stage"] for r in TrainingRun(tmp_path / "noher").evals.rows()} == {"offline", "online"}
 
 
 def _stop_at(monkeypatch, stop_step: int) -> None:
@@ -123,7 +136,7 @@ def test_resume_mid_online_keeps_buffer_and_log(tiny_teachers, tmp_path, monkeyp
         _stop_at(m, 55)
         with pytest.raises(StopRequested):
             ktm.run(ktm_cfg(tmp_path / "on", teachers_dir))
-    online = (tmp_path / "on" / "checkpoints" / "step_0000000055" / "buffer_online" / "meta.json")
+    online = (tmp_path / "on" / "checkpoints" / "step_0000000055" / "buffer_online.json")
     assert json.loads(online.read_text())["size"] == [15, 15, 15]  # 15 online env steps of every task so far
     ktm.run(ktm_cfg(tmp_path / "on", teachers_dir))
     assert "from step 55" in capsys.readouterr().out
@@ -145,23 +158,45 @@ def test_exploration_stores_masked_actions():
     env.close()
 
 
-def test_episodic_task_switching_stores_one_task_per_episode():
-    env = make_env(SUITE)
-    actor = make_student_actor(3, 1, 3, (8,))
-    collector = OnlineCollector(env, 500, 4, per_task_replay=False)
-    for _ in range(250):  # 200-step episodes: task 0 for 200 steps, then task 1
-        collector.step(actor, sigma=0.1)
-    task_id = collector.buffer[:]["task_id"]
-    assert len(collector.buffer) == 250
-    assert torch.all(task_id[:200] == 0) and torch.all(task_id[200:] == 1) and collector.active_task == 1
-    assert collector.sample().shape == (12,)
-    env.close()
+def test_without_her_one_task_for_a_whole_episode_then_the_next():
+    """Table 3 "w/o HER": each turn is one whole episode of one task (starting at its reset), only that task's env
+    steps, every env step stored; updates draw from that task only; offline turns last one episode length."""
+    suite = get_suite("control-mt2")  # Pendulum (obs 3, act 1, 200 steps), Reacher (obs 10, act 2, 50 steps)
+    actor = make_student_actor(suite.obs_max, suite.act_max, 2, (8,))
+    turns = EpisodeTurns(suite, seed=5, capacity_per_task=1000, batch_size_per_task=7)
+    stepped = [turns.step(actor, sigma=0.1) for _ in range(700)]
+    assert [turns.buffer.num_transitions(k) for k in range(2)] == [600, 100]  # no env step thrown away
+    # every turn is one whole episode: the transitions of a turn end with the episode's done, none before
+    offsets = [0, 0]
+    runs = [[stepped[0], 1]]
+    for k in stepped[1:]:
+        if k == runs[-1][0]:
+            runs[-1][1] += 1
+        else:
+            runs.append([k, 1])
+    for i, (k, length) in enumerate(runs):
+        done = turns.buffer.task_data(k)["next", "done"].squeeze(-1)[offsets[k]: offsets[k] + length]
+        assert not done[:-1].any() and (bool(done[-1]) or i == len(runs) - 1), (k, length)
+        offsets[k] += length
+    assert runs == [[0, 200], [1, 50], [0, 200], [1, 50], [0, 200]]  # one whole episode per turn
+    for k in range(2):
+        data = turns.buffer.task_data(k)
+        assert torch.all(data["task_id"] == k)
+        assert torch.all(data["action"][:, suite.act_dims[k]:] == 0)  # g^k applied before storing
+    first = turns.buffer.task_data(0)["observation"][0, :3]
+    env = PadSpaces(suite.tasks[0].make(), suite.obs_max, suite.act_max)
+    torch.testing.assert_close(first, torch.as_tensor(env.reset(seed=5)[0][:3]))  # an episode start, seeded
+    assert turns.sample(1).shape == (7,) and torch.all(turns.sample(1)["task_id"] == 1)
+    offline = [turns.next_offline_task() for _ in range(460)]
+    assert offline == [0] * 200 + [1] * 50 + [0] * 200 + [1] * 10
+    turns.close()
 
 
 def test_td3_mt_and_pcgrad_run(tmp_path):
     for pcgrad in (False, True):
-        cfg = td3_mt.Config(suite=SUITE, run_dir=str(tmp_path / f"mt{pcgrad}"), steps=30, start_steps=10,
-                            pcgrad=pcgrad, eval_every=30, checkpoint_every=0, **TINY)
+        cfg = td3_mt.Config(suite=SUITE, run_dir=str(tmp_path / f"mt{pcgrad}"), total_steps=30, start_steps=10,
+                            pcgrad=pcgrad, update_schedule="batched" if pcgrad else "per_task", eval_every=30,
+                            checkpoint_every=0, **TINY)
         summary = get_recipe("td3_mt").run(cfg)
         assert cfg.label in summary["max_average_reward"]
 

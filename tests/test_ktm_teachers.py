@@ -64,7 +64,7 @@ def test_flat_path_matches_stacked_path():
     torch.testing.assert_close(flat, teachers.q(obs, act).reshape(2, 12)[:, perm])
     torch.testing.assert_close(teachers.policy(obs.reshape(12, -1)[perm], task_id.reshape(-1)[perm]),
                                teachers.policy(obs).reshape(12, -1)[perm])
-    with pytest.raises(ValueError, match="stacked input must be"):
+    with pytest.raises(ValueError, match="stacked input of shape \\(2, 4, 8\\) is not valid"):
         teachers.q(obs[:2], act[:2])
 
 

@@ -32,8 +32,9 @@ CASES = {  # spec -> (paper table, extra overrides, the cells (row, column) that
                                                 '{"guide": "none", "backbone": "mhsac"}, "ctpg-mhsac": '
                                                 '{"guide": "ctpg", "backbone": "mhsac"}}'],
                                 [("HalfCheetah MT5 | Base", "MHSAC"), ("HalfCheetah MT5 | w/ CTPG", "MHSAC")]),
-    "ctpg-table1-metaworld": ("ctpg-table1", ["scale=0.00004", "suites=[metaworld-mt10]", 'methods.ctpg.variants={"ctpg-mtsac": '
-                                              '{"guide": "ctpg", "backbone": "mtsac"}}'],
+    "ctpg-table1-metaworld": ("ctpg-table1", ["scale=0.00004", "suites=[metaworld-mt10]",
+                                              'methods.ctpg.variants={"ctpg-mtsac": {"guide": "ctpg", '
+                                              '"backbone": "mtsac"}}'],
                               [("MetaWorld MT10 | w/ CTPG", "MTSAC")]),
 }
 

@@ -1,14 +1,20 @@
-"""Recipe ``td3_mt``: the TD3-MT baseline of KTM-DRL Tables 1–2 — one TD3 agent (padded inputs + task one-hot)
-trained on all tasks with per-task replay and the action mask ``g^k`` (as the paper ran it, §4), no teachers.
+"""Recipe ``td3_mt``: the TD3-MT baseline of KTM-DRL Tables 1–2 — one TD3 agent (padded inputs) trained on all tasks
+with per-task replay and the action mask ``g^k`` (as the paper ran it, §4), no teachers.
 
 It is :class:`~tdmt.objectives.TeacherDistillTD3Loss` in ``mode="online"`` with ``alpha=0`` (Eq. 3–5 without
-the teacher term). ``pcgrad=true`` gives the G-Surgery baseline: PCGrad (Yu et al. 2020) on the K per-task
-critic and actor losses (:class:`tdmt.optim.PCGrad`).
+the teacher term), with KTM-DRL's schedule: per epoch one env step per task, then ``update_schedule=per_task``
+(default: K sequential per-task updates) or ``batched`` (one update on the ``[K, N]`` batch).
+
+``pcgrad=true`` gives the G-Surgery baseline: PCGrad (Yu et al. 2020) on the K per-task critic and actor losses
+(:class:`tdmt.optim.PCGrad`). PCGrad projects each task's gradient onto the others' *within one update*, so it
+needs all K task gradients at once: G-Surgery is one batched update per epoch (``update_schedule=batched``); with
+``per_task`` each update sees one task and there is nothing to project, so that combination is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -18,7 +24,7 @@ from tdmt.algos.td3_common import (
     OnlineCollector,
     TD3Config,
     TD3Learner,
-    default_run_dir,
+    due,
     eval_row,
     make_value_estimator,
     max_average,
@@ -28,27 +34,32 @@ from tdmt.envs import get_suite, make_env
 from tdmt.modules.td3 import make_student_actor, make_student_critic
 from tdmt.objectives import TeacherDistillTD3Loss
 from tdmt.progress import tqdm
+from tdmt.report import method_name
 
 RECIPE = "td3_mt"
 
 
 @dataclass
 class Config(TD3Config):
-    """TD3-MT; defaults follow KTM-DRL §4 (1M steps, 2×400, batch 256 per task, lr 3e-4) and TD3's 25k random steps."""
+    """TD3-MT / G-Surgery; defaults follow KTM-DRL §4 (1M steps, 2×400, batch 256 per task, lr 3e-4, per-task
+    updates, padded state input) and TD3's 25k random steps."""
 
-    steps: int = 1_000_000
-    start_steps: int = 25_000
-    pcgrad: bool = False
-    use_onehot: bool = True
+    total_steps: int = 1_000_000  # epochs: one env step per task each
+    start_steps: int = 25_000  # epochs of uniform random actions before the first update (TD3)
+    pcgrad: bool = False  # G-Surgery: PCGrad on the K per-task losses (needs update_schedule=batched)
+    use_onehot: bool = False  # append the task one-hot to the input (tdmt option; KTM-DRL: padded state only)
+    update_schedule: Literal["per_task", "batched"] = "per_task"  # per_task: K updates per epoch (Algorithm 1)
 
     def validate(self) -> None:
         super().validate()
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.pcgrad and self.update_schedule != "batched":
+            raise ValueError(f"update_schedule={self.update_schedule!r} with pcgrad=true is not valid; valid: "
+                             "batched (PCGrad projects the K task gradients of one update onto each other)")
 
     @property
     def label(self) -> str:
-        return "G-Surgery (PCGrad on TD3)" if self.pcgrad else "TD3-MT"
+        """The method's name in the results tables (KTM-DRL Tables 1–2: "TD3-MT", "G-Surgery")."""
+        return method_name(RECIPE, self)
 
 
 def per_task_mean(loss: torch.Tensor) -> torch.Tensor:
@@ -63,7 +74,6 @@ def run(cfg: Config) -> dict:
     torch.manual_seed(cfg.seed)
     suite = get_suite(cfg.suite)
     K = suite.num_tasks
-    run_dir = cfg.run_dir or default_run_dir(RECIPE, cfg.suite, cfg.seed)
     env = make_env(cfg.suite, seed=cfg.seed)
     eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
     actor = make_student_actor(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
@@ -73,20 +83,22 @@ def run(cfg: Config) -> dict:
                                  reduction="none" if cfg.pcgrad else "mean")
     make_value_estimator(loss, cfg.gamma)
     learner = TD3Learner(loss, cfg.lr, cfg.tau, cfg.policy_delay, cfg.precision,
-                         reduce=per_task_mean if cfg.pcgrad else None, pcgrad=cfg.pcgrad)
-    collector = OnlineCollector(env, cfg.buffer_size, cfg.batch_size)
-    trun = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
+                         reduce=per_task_mean if cfg.pcgrad else None, pcgrad=cfg.pcgrad,
+                         schedule=cfg.update_schedule)
+    collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task)
+    trun = TrainingRun(cfg.resolved_run_dir(), cfg, checkpoint_every=cfg.checkpoint_every)
     buffers = {"replay": collector.buffer}
     start = trun.resume(learner.load_state_dict, buffers)
     with trun.guard(learner.state_dict, buffers) as guard:
-        for t in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=cfg.label,
+        for t in tqdm(range(start, cfg.total_steps), initial=start, total=cfg.total_steps, desc=cfg.label,
                       disable=not cfg.progress):
             collector.step(actor, cfg.expl_noise, random=t < cfg.start_steps)
-            stats = learner.update(collector.sample()) if t >= cfg.start_steps else {}
+            if t >= cfg.start_steps:
+                learner.update(collector.sample())
             done = t + 1
-            if stats and done % 1000 == 0:
-                trun.metrics.log(done, **stats)
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if learner.stats and due(done, cfg.log_every):
+                trun.metrics.log(done, **learner.read_stats())
+            if due(done, cfg.eval_every) or done == cfg.total_steps:
                 trun.evals.log(done, **eval_row(eval_env, actor, "online", EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, learner.state_dict, buffers)
             guard.check(done)

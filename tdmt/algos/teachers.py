@@ -1,8 +1,14 @@
 """Recipe ``train_teachers``: one TD3 agent per task ("Ideal", KTM-DRL Tables 1–2), all K trained as ONE model.
 
 Each teacher has its own stacked parameters (``[K, ...]``, :func:`tdmt.modules.td3.make_teacher_actor`), its own
-replay ring (:class:`~tdmt.data.PerTaskReplayBuffer`) and its own data; one update of TorchRL's ``TD3Loss`` on a
-``[K, N]`` batch updates all K (losses summed over tasks, so each teacher gets exactly its single-task gradient).
+replay ring (:class:`~tdmt.data.PerTaskReplayBuffer`) and its own data; one TD3 update on a ``[K, N]`` batch updates
+all K (losses summed over tasks, so each teacher gets exactly its single-task gradient). The loss is
+:class:`~tdmt.objectives.TeacherDistillTD3Loss` with ``alpha=0`` and no teachers — Eq. 3–5 without the teacher
+term is TD3 — on the stacked networks: the same values as TorchRL's ``TD3Loss`` (tested), at a third of its
+per-update overhead.
+There is no ``update_schedule`` here: the K teachers share no parameter and Adam is elementwise, so the batched
+update IS K independent per-task TD3 updates (same gradients, moments, policy delay and soft updates; see
+``tests/test_ktm_schedule.py``) — per-task vs batched only matters for one network shared by the tasks.
 TD3 (Fujimoto et al. 2018): clipped double-Q, target noise N(0, 0.2²) clipped at 0.5, policy delay 2, τ=0.005,
 exploration N(0, 0.1²) after ``start_steps`` uniform random steps.
 
@@ -20,7 +26,6 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.objectives import TD3Loss
 
 from tdmt.algos.run import TrainingRun
 from tdmt.algos.td3_common import (
@@ -28,7 +33,7 @@ from tdmt.algos.td3_common import (
     OnlineCollector,
     TD3Config,
     TD3Learner,
-    default_run_dir,
+    due,
     eval_row,
     make_value_estimator,
     max_average,
@@ -37,6 +42,7 @@ from tdmt.algos.td3_common import (
 from tdmt.envs import Suite, get_suite, make_env
 from tdmt.modules.td3 import make_teacher_actor, make_teacher_critic, stacked_layers
 from tdmt.modules.teachers import native_teacher, save_teacher
+from tdmt.objectives import TeacherDistillTD3Loss
 from tdmt.progress import tqdm
 
 RECIPE = "train_teachers"
@@ -48,20 +54,15 @@ REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "rewar
 class Config(TD3Config):
     """TD3 teachers; defaults follow KTM-DRL §4 / TD3 (1M steps, 2×400, batch 256, lr 3e-4)."""
 
-    steps: int = 1_000_000
-    start_steps: int = 25_000
-
-    def validate(self) -> None:
-        super().validate()
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+    total_steps: int = 1_000_000  # env steps per task
+    start_steps: int = 25_000  # env steps of uniform random actions before the first update (TD3)
 
 
 def teachers_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "teachers"
 
 
-def save_teachers(loss: TD3Loss, collector: OnlineCollector, suite: Suite, out: Path,
+def save_teachers(loss: TeacherDistillTD3Loss, collector: OnlineCollector, suite: Suite, out: Path,
                   history: dict[str, list[float]]) -> None:
     """Write each task's native-size teacher, its replay data D_k and its evaluation history."""
     with loss.actor_network_params.to_module(loss.actor_network):
@@ -113,32 +114,33 @@ def run(cfg: Config) -> dict:
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    run_dir = cfg.run_dir or default_run_dir(RECIPE, cfg.suite, cfg.seed)
+    run_dir = cfg.resolved_run_dir()
     suite = get_suite(cfg.suite)
     K = suite.num_tasks
     env = make_env(cfg.suite, seed=cfg.seed)
     eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
     actor = make_teacher_actor(K, suite.obs_max, suite.act_max, cfg.hidden)
     critic = make_teacher_critic(K, suite.obs_max, suite.act_max, env.action_masks, cfg.hidden)
-    loss = TD3Loss(actor, critic, bounds=(-1.0, 1.0), num_qvalue_nets=2, policy_noise=cfg.policy_noise,
-                   noise_clip=cfg.noise_clip, loss_function="l2", reduction="none")
+    loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=env.action_masks, mode="online", alpha=0.0,
+                                 policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip, reduction="none")
     make_value_estimator(loss, cfg.gamma)
     learner = TD3Learner(loss, cfg.lr, cfg.tau, cfg.policy_delay, cfg.precision, reduce=sum_over_tasks)
-    collector = OnlineCollector(env, cfg.buffer_size, cfg.batch_size)
+    collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task)
     trun = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     buffers = {"replay": collector.buffer}
     get_state = learner.state_dict
     step = trun.resume(learner.load_state_dict, buffers)
     with trun.guard(get_state, buffers) as guard:
         start = step
-        for step in tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="teachers",
+        for step in tqdm(range(start, cfg.total_steps), initial=start, total=cfg.total_steps, desc="teachers",
                          disable=not cfg.progress):
             collector.step(actor, cfg.expl_noise, random=step < cfg.start_steps)
-            stats = learner.update(collector.sample()) if step >= cfg.start_steps else {}
+            if step >= cfg.start_steps:
+                learner.update(collector.sample())
             done = step + 1
-            if stats and done % 1000 == 0:
-                trun.metrics.log(done, **stats)
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if learner.stats and due(done, cfg.log_every):
+                trun.metrics.log(done, **learner.read_stats())
+            if due(done, cfg.eval_every) or done == cfg.total_steps:
                 trun.evals.log(done, **eval_row(eval_env, actor, "teachers", EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, get_state, buffers)
             guard.check(done)
@@ -150,12 +152,11 @@ def run(cfg: Config) -> dict:
     summary = write_results(trun, f"TD3 teachers (Ideal) — {cfg.suite}, seed {cfg.seed}", suite,
                             {"Ideal (teachers)": best}, None, "teachers",
                             extra=f"\nTeachers saved in `{out}`.\n")
-    summary.update(teachers_dir=str(out), steps=cfg.steps)
+    summary.update(teachers_dir=str(out), total_steps=cfg.total_steps)
     trun.finish(summary)
     env.close()
     eval_env.close()
     return summary
-
 
 
 def sum_over_tasks(loss: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,21 @@ import torch
 from torch import nn
 
 
+def check_size(name: str, value: int) -> None:
+    """One-line ``ValueError`` unless ``value`` is an int >= 1 (a count or a layer width)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is not valid; valid: an int >= 1")
+
+
+def check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
+    """``hidden`` as a tuple of layer widths, each an int >= 1 (may be empty: a linear map)."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise ValueError(f"hidden={hidden!r} is not valid; valid: a list of layer widths, each an int >= 1")
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
+        raise ValueError(f"hidden={list(hidden)!r} is not valid; valid: a list of layer widths, each an int >= 1")
+    return tuple(hidden)
+
+
 class StackedLinear(nn.Module):
     """K independent linear maps: ``y[k] = x[k] @ W[k] + b[k]`` with ``W`` of shape ``[K, in, out]``.
 
@@ -23,6 +38,8 @@ class StackedLinear(nn.Module):
 
     def __init__(self, num_stacks: int, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
+        for name, value in (("num_stacks", num_stacks), ("in_features", in_features), ("out_features", out_features)):
+            check_size(name, value)
         self.num_stacks, self.in_features, self.out_features = num_stacks, in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         self.weight = nn.Parameter(torch.empty(num_stacks, in_features, out_features).uniform_(-bound, bound))
@@ -51,7 +68,7 @@ class StackedMLP(nn.Module):
     def __init__(self, num_stacks: int, in_features: int, out_features: int,
                  hidden: Sequence[int] = (400, 400), activation: type[nn.Module] = nn.ReLU):
         super().__init__()
-        sizes = [in_features, *hidden, out_features]
+        sizes = [in_features, *check_hidden(hidden), out_features]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(StackedLinear(num_stacks, a, b))

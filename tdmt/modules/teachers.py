@@ -52,8 +52,12 @@ def _pad_rows(w: torch.Tensor, blocks: Sequence[tuple[int, int, int]], rows: int
 def pad_teacher(teacher: dict, obs_max: int, act_max: int) -> tuple[Layers, Layers, Layers]:
     """Native teacher → (actor, critic1, critic2) layers at padded sizes (zero rows/columns)."""
     obs_k, act_k = teacher["obs_dim"], teacher["act_dim"]
+    for name, value in (("obs_max", obs_max), ("act_max", act_max)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is not valid; valid: an int >= 1")
     if obs_k > obs_max or act_k > act_max:
-        raise ValueError(f"teacher sizes (obs {obs_k}, act {act_k}) exceed the padding (obs {obs_max}, act {act_max})")
+        raise ValueError(f"teacher sizes (obs {obs_k}, act {act_k}) exceed the padding (obs_max={obs_max}, "
+                         f"act_max={act_max}); valid: obs_max >= {obs_k}, act_max >= {act_k}")
     actor = [(w.clone(), b.clone()) for w, b in teacher["actor"]]
     actor[0] = (_pad_rows(actor[0][0], [(0, 0, obs_k)], obs_max), actor[0][1])
     w_last, b_last = actor[-1]
@@ -104,14 +108,15 @@ class StackedTeachers(nn.Module):
     """K frozen TD3 teachers evaluated together.
 
     ``q(s, a)`` → ``[2, *B]`` (``Q^k_1``, ``Q^k_2``), ``q1(s, a)`` → ``[*B]``, ``policy(s)`` → ``[*B, act_max]``.
-    Inputs are ``[K, N, ...]`` (row k = task k; the fast path) or any shape with ``task_id`` of the same batch
+    Inputs are ``[K, N, ...]`` (row k = task k; the fast path), any shape with ``task_id=k`` (an int: every row
+    is task k, only teacher k runs — a per-task update), or any shape with a ``task_id`` tensor of the same batch
     shape (every teacher is applied, each row keeps its task's output: K× the arithmetic).
     """
 
     def __init__(self, teachers: Sequence[dict], obs_max: int, act_max: int):
         super().__init__()
         if not teachers:
-            raise ValueError("StackedTeachers needs at least one teacher")
+            raise ValueError("teachers=[] is not valid; valid: one teacher per task (at least one)")
         padded = [pad_teacher(t, obs_max, act_max) for t in teachers]
         shapes = {tuple(w.shape for w, _ in layers) for p in padded for layers in p[1:]}
         if len({tuple(w.shape for w, _ in p[0]) for p in padded}) != 1 or len(shapes) != 1:
@@ -138,38 +143,62 @@ class StackedTeachers(nn.Module):
         return cls([load_teacher(Path(folder) / name) for name in task_names], obs_max, act_max)
 
     # ------------------------------------------------------------------ evaluation
-    def _apply(self, net: FrozenStackedMLP, x: torch.Tensor, task_id: torch.Tensor | None, copies: int,
-               stacks: slice) -> torch.Tensor:
-        """Run ``net`` with ``copies`` blocks of K stacks; returns ``[copies, *B, out]``."""
+    def _apply(self, net: FrozenStackedMLP, x: torch.Tensor, task_id: torch.Tensor | int | None, copies: int
+               ) -> torch.Tensor:
+        """Run the first ``copies`` blocks of K stacks of ``net`` (critic: block 0 = Q^k_1, block 1 = Q^k_2);
+        returns ``[copies, *B, out]``."""
         k = self.num_tasks
         if task_id is None:
             if x.dim() < 2 or x.shape[0] != k:
-                raise ValueError(f"stacked input must be [K={k}, ...], got {tuple(x.shape)}; pass task_id otherwise")
+                raise ValueError(f"stacked input of shape {tuple(x.shape)} is not valid; valid: [K={k}, ...], or pass "
+                                 "task_id")
             lead = x.shape[:-1]
             x3 = x.reshape(1, k, -1, x.shape[-1]).expand(copies, -1, -1, -1).reshape(copies * k, -1, x.shape[-1])
-            return net(x3, stacks).reshape(copies, *lead, -1)
-        if task_id.shape != x.shape[:-1]:
-            raise ValueError(f"task_id shape {tuple(task_id.shape)} must match the batch shape {tuple(x.shape[:-1])}")
+            return net(x3, slice(0, copies * k)).reshape(copies, *lead, -1)
+        if isinstance(task_id, int) and not isinstance(task_id, bool):
+            # One task for every row (a per-task update): only teacher k's stacks run.
+            if not 0 <= task_id < k:
+                raise ValueError(f"task_id={task_id} is out of range; valid: 0 <= task_id < {k}")
+            lead, flat = x.shape[:-1], x.reshape(1, -1, x.shape[-1])
+            return net(flat.expand(copies, -1, -1), slice(task_id, copies * k, k)).reshape(copies, *lead, -1)
+        if not isinstance(task_id, torch.Tensor) or task_id.shape != x.shape[:-1]:
+            shape = tuple(task_id.shape) if isinstance(task_id, torch.Tensor) else repr(task_id)
+            raise ValueError(f"task_id of shape {shape} is not valid; valid: an int, or a tensor of the batch shape "
+                             f"{tuple(x.shape[:-1])}")
         lead, flat, tid = x.shape[:-1], x.reshape(-1, x.shape[-1]), task_id.reshape(-1)
-        out = net(flat.expand(copies * k, -1, -1), stacks).reshape(copies, k, flat.shape[0], -1)
+        out = net(flat.expand(copies * k, -1, -1), slice(0, copies * k)).reshape(copies, k, flat.shape[0], -1)
         rows = torch.arange(flat.shape[0], device=x.device)
         return out[:, tid, rows].reshape(copies, *lead, -1)
 
-    def q(self, observation: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor | None = None
-          ) -> torch.Tensor:
-        """``[Q^k_1(s, a), Q^k_2(s, a)]`` → ``[2, *B]`` (``a`` padded; padded dims meet zero weights)."""
-        x = torch.cat([observation, action], -1)
-        return self._apply(self.critic, x, task_id, 2, slice(None)).squeeze(-1)
+    def _check_inputs(self, observation: torch.Tensor, action: torch.Tensor | None = None) -> None:
+        if observation.shape[-1] != self.obs_max or (action is not None and action.shape[-1] != self.act_max):
+            got = f"observation width {observation.shape[-1]}" + (
+                f", action width {action.shape[-1]}" if action is not None else "")
+            raise ValueError(f"{got} is not valid; valid: the padded sizes obs_max={self.obs_max}, "
+                             f"act_max={self.act_max}")
 
-    def q1(self, observation: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor | None = None
+    def q(self, observation: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor | int | None = None
+          ) -> torch.Tensor:
+        """``[Q^k_1(s, a), Q^k_2(s, a)]`` → ``[2, *B]`` (``a`` padded; padded dims meet zero weights).
+
+        ``task_id``: ``None`` for ``[K, ...]`` inputs (row k is task k), an int when every row is that task, or
+        a tensor of the batch shape giving each row's task.
+        """
+        self._check_inputs(observation, action)
+        x = torch.cat([observation, action], -1)
+        return self._apply(self.critic, x, task_id, 2).squeeze(-1)
+
+    def q1(self, observation: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor | int | None = None
            ) -> torch.Tensor:
         """``Q^k_1(s, a)`` → ``[*B]`` (only the first critic of each teacher is computed)."""
+        self._check_inputs(observation, action)
         x = torch.cat([observation, action], -1)
-        return self._apply(self.critic, x, task_id, 1, slice(0, self.num_tasks))[0].squeeze(-1)
+        return self._apply(self.critic, x, task_id, 1)[0].squeeze(-1)
 
-    def policy(self, observation: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
+    def policy(self, observation: torch.Tensor, task_id: torch.Tensor | int | None = None) -> torch.Tensor:
         """``π^k(s)`` → ``[*B, act_max]``, exactly 0 on task k's padded action dims."""
-        return self._apply(self.actor, observation, task_id, 1, slice(None))[0]
+        self._check_inputs(observation)
+        return self._apply(self.actor, observation, task_id, 1)[0]
 
-    def forward(self, observation: torch.Tensor, task_id: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, observation: torch.Tensor, task_id: torch.Tensor | int | None = None) -> torch.Tensor:
         return self.policy(observation, task_id)
