@@ -271,7 +271,8 @@ def train_a2c(agent: A2CAgent, env: MultiTaskEnv, run: TrainingRun, cfg: Config,
     get_state = lambda: {"agent": agent.state_dict()}  # noqa: E731
     stats: dict[str, float] = {}
     start = time.time()
-    with run.guard(get_state) as guard, tqdm(total=cfg.total_steps, initial=frames, desc=desc) as bar:
+    with run.guard(get_state) as guard, tqdm(total=cfg.total_steps, initial=frames, desc=desc,
+                                                    disable=not cfg.progress) as bar:
         while frames < cfg.total_steps:
             batch = rollouts.collect(agent.actor, cfg.t_max)
             if cfg.update == "cycle":

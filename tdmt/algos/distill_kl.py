@@ -158,7 +158,7 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
     frames = run.resume(load, {"replay": replay})
     rollouts = Rollouts(env)
     with run.guard(get_state, {"replay": replay}) as guard, tqdm(total=cfg.teacher_total_steps, initial=frames,
-                                                                  desc="sac teachers") as bar:
+                                                                  desc="sac teachers", disable=not cfg.progress) as bar:
         while frames < cfg.teacher_total_steps:
             exploring = frames < cfg.sac_random_frames
             replay.extend(rollouts.collect(_random_policy(env) if exploring else actor, 1))
@@ -241,7 +241,8 @@ def distill(cfg: Config, student, teacher, run: TrainingRun, env: MultiTaskEnv,
     behaviour, rollouts = MixedBehaviour(student, teacher, s.num_tasks), Rollouts(env)
     per_iter = cfg.t_max * cfg.num_envs_per_task
     kl = torch.zeros(())
-    with run.guard(get_state) as guard, tqdm(total=cfg.total_steps, initial=frames, desc="distill") as bar:
+    with run.guard(get_state) as guard, tqdm(total=cfg.total_steps, initial=frames, desc="distill",
+                                                    disable=not cfg.progress) as bar:
         while frames < cfg.total_steps:
             if cfg.lr_schedule == "linear":
                 for group in optim.param_groups:
