@@ -92,16 +92,6 @@ def signal_actions(actions: dict[int, str]) -> Iterator[None]:
         _signal_actions.update(previous)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """An exclusive ``flock`` on ``<run_dir>/.lock`` for as long as this process trains in the folder.
 
