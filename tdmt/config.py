@@ -359,13 +359,19 @@ class BaseConfig:
         if self.run_dir:
             return self.run_dir
         default = type(self)().identity()
-        changed = [f"{k}={_short(v)}" for k, v in self.identity().items()
-                   if k not in ("suite", "seed") and v != default.get(k)]
+        own = set(vars(type(self)).get("__annotations__", {}))  # the recipe's own switches (ablations) first
+        changed = [f"{k}={_short(v)}" for k, v in sorted(self.identity().items(), key=lambda kv: kv[0] not in own)
+                   if k not in ("suite", "seed") and v != default.get(k) and not _is_path(v)]
         label = ",".join(changed)
         label = (label[:60] + "…") if len(label) > 61 else label
         label = re.sub(r"[^A-Za-z0-9=,.+\-_…]", "", label)
         name = f"{label}-seed{self.seed}-{self.config_hash()}" if label else f"seed{self.seed}-{self.config_hash()}"
         return str(Path("runs") / self.recipe_name() / self.suite / name)
+
+
+def _is_path(value: Any) -> bool:
+    """A folder or file a run reads (teachers, a model): it names the run through the hash, not the label."""
+    return isinstance(value, str) and ("/" in value or value.endswith((".pt", ".yaml")))
 
 
 def _short(value: Any) -> str:

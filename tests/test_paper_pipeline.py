@@ -17,15 +17,18 @@ from tdmt.paper_tables import load_table
 
 SCALE = "scale=0.0002"
 CASES = {  # spec -> (paper table, extra overrides, the cells (row, column) that must hold our number)
-    "ktm-table1": ("ktm-table1", ["executor=local"],
-                   [("HCSmallTorso", "KTM-DRL (ours)"), ("HCSmallTorso", "Ideal"), ("HCBigLeg", "TD3-MT [4]")]),
-    "ktm-table3": ("ktm-table3", ['methods.ktm_drl.variants={"full": {}, "no_teacher": {"alpha": 0.0}}'],
+    "ktm-table1": ("ktm-table1", ["scale=0.0001", 'stages.students.methods.td3_mt.variants={"g_surgery": '
+                                  '{"pcgrad": true, "update_schedule": "batched"}}'],
+                   [("HCSmallTorso", "KTM-DRL (ours)"), ("HCSmallTorso", "Ideal"), ("HCBigLeg", "G-Surgery [24]"),
+                    ("HCSmallFoot", "SAC-MT [6]")]),
+    "ktm-table3": ("ktm-table3", ['stages.students.methods.ktm_drl.variants={"full": {}, '
+                                  '"no_teacher": {"alpha": 0.0}}'],
                    [("Hopper", "KTM-DRL (ours)"), ("Hopper", "Online w/o Teacher")]),
     "arora-table1": ("arora-table1", ['methods.finetune.variants={"foot_to_leg_scratch": {"source_task": '
                                       '"HalfCheetahSmallFoot", "target_task": "HalfCheetahSmallLeg", '
                                       '"scratch_target": true}}'],
                      [("Scratch 5M", "E1"), ("Scratch 5M", "E2")]),
-    "arora-table2": ("arora-table2", [], [("HalfCheetahSmallFoot-v0", "Scratch (3M)"),
+    "arora-table2": ("arora-table2", ["executor=local"], [("HalfCheetahSmallFoot-v0", "Scratch (3M)"),
                                           ("HalfCheetahBigTorso-v0", "Distillation Multi-task (1M)"),
                                           ("HalfCheetahSmallLeg-v0", "Vanilla Multi-task (1M)")]),
     "ctpg-table1-halfcheetah": ("ctpg-table1", ["suites=[halfcheetah-mt5]", 'methods.ctpg.variants={"none-mhsac": '

@@ -82,10 +82,12 @@ def _diagnosis(sweep: Path) -> str:
 
 def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    tiny = {"steps": STEPS, "start_steps": START, "hidden": [32, 32], "batch_size": 32, "buffer_size": 1000,
+    tiny = {"total_steps": STEPS, "start_steps": START, "hidden": [32, 32], "batch_size_per_task": 32,
+            "buffer_size_per_task": 1000,
             "eval_every": EVAL, "eval_episodes": 1, "checkpoint_every": CKPT, "progress": False}
     spec = {"name": "ci", "root": str(tmp_path / "runs"), "suites": ["pendulum-mt3"], "seeds": [0, 1],
-            "overrides": tiny, "methods": {RECIPE: {"variants": {"plain": {}, "pcgrad": {"pcgrad": True}}}},
+            "overrides": tiny, "methods": {RECIPE: {"variants": {"plain": {}, "pcgrad": {"pcgrad": True,
+                                                                                      "update_schedule": "batched"}}}},
             "executor": "slurm",
             "slurm": {"partition": "debug", "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 10,
                       "array_parallelism": 4}}
@@ -119,7 +121,7 @@ def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, 
     final = run_dir / "checkpoints" / f"step_{STEPS:010d}"
     state = torch.load(final / "state.pt", weights_only=False)["state"]["train"]
     assert state["updates"] == STEPS - START
-    assert json.loads((final / "buffer_replay" / "meta.json").read_text())["size"] == [STEPS] * 3
+    assert json.loads((final / "buffer_replay.json").read_text())["size"] == [STEPS] * 3
     assert [int(r["step"]) for r in CSVLog(run_dir / "eval.csv").rows()] == [100, 200, 300]
     history = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", "JobID,State", "-j", job_id],
                              capture_output=True, text=True, check=True).stdout
@@ -130,7 +132,7 @@ def test_job_array_with_preemption_requeue_resume_and_report(cluster, tmp_path, 
     capsys.readouterr()
     assert cli.main(["report", str(sweep)]) == 0
     md = (sweep / "report" / "report.md").read_text()
-    assert f"| task | {RECIPE}/pcgrad | {RECIPE}/plain |" in md and f"{RECIPE}/pcgrad 2, {RECIPE}/plain 2" in md
+    assert "| task | G-Surgery | TD3-MT |" in md and "G-Surgery 2, TD3-MT 2" in md
     assert (sweep / "report" / "pendulum-mt3_curves.png").exists()
     # A second launch submits nothing: every element is done.
     assert cli.main(["sweep", str(spec_file)]) == 0
