@@ -2,7 +2,8 @@
 
 For every cell of the table (:mod:`tdmt.paper_tables`) the runs that compute it are found among the finished runs
 under the given folders (:func:`tdmt.runs.find_runs`): same recipe and suite, and the table's method switches
-(every config key that some cell of the table sets for that recipe) equal to the cell's. Each run gives one score
+(every config key that some cell of the table sets for that recipe) as the cell sets them, and not at a value that
+marks another cell (so runs with scaled-down budgets still find their cells). Each run gives one score
 from its ``eval.csv``, in the paper's metric:
 
 * ``max_average_reward`` — max over evaluations of the task's mean return (KTM-DRL Tables 1–2);
@@ -37,23 +38,33 @@ TEACHERS = "train_teachers"
 PATH_KEYS = ("teachers_dir", "teacher_path")  # where a run reads its inputs: not a method switch
 
 
-def _switches(table: PaperTable) -> dict[str, set[str]]:
-    """Per recipe, the config keys the table's cells set: what tells its methods apart."""
-    keys: dict[str, set[str]] = {}
+def _switches(table: PaperTable) -> dict[str, dict[str, list]]:
+    """Per recipe, the config keys the table's cells set and the values they set them to: what tells its methods
+    apart (e.g. ``ktm_drl``: ``alpha`` 0.0 for "Online w/o Teacher", ``offline_steps`` 0 for "w/o Offline")."""
+    keys: dict[str, dict[str, list]] = {}
     for row, column, _ in table.items():
         target = table.target(row, column)
         if target.recipe:
-            keys.setdefault(target.recipe, set()).update(k for k in target.overrides if k not in PATH_KEYS)
+            for key, value in target.overrides.items():
+                if key not in PATH_KEYS:
+                    values = keys.setdefault(target.recipe, {}).setdefault(key, [])
+                    if value not in values:
+                        values.append(value)
     return keys
 
 
-def _matches(run: runs_mod.RunInfo, target: Target, switches: set[str]) -> bool:
+def _matches(run: runs_mod.RunInfo, target: Target, switches: dict[str, list]) -> bool:
+    """Same recipe and suite; every switch the cell sets equal, and no switch at a value that marks another cell
+    (so a run whose budgets were scaled down still matches the cell that keeps the default)."""
     if run.recipe != target.recipe or run.suite != target.suite:
         return False
     defaults = runs_mod.config_of(run.recipe, {})
-    for key in switches:
-        wanted = target.overrides.get(key, getattr(defaults, key, None))
-        if run.config.get(key, getattr(defaults, key, None)) != wanted:
+    for key, values in switches.items():
+        value = run.config.get(key, getattr(defaults, key, None))
+        if key in target.overrides:
+            if value != target.overrides[key]:
+                return False
+        elif value in values:
             return False
     return True
 
@@ -130,7 +141,7 @@ def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: s
     if reference is not None:
         for task in get_suite(reference.suite).task_names:
             one = dataclasses.replace(reference, task=task, metric="max_average_reward")
-            scores = [run_score(r, one) for r in runs if _matches(r, one, set())]
+            scores = [run_score(r, one) for r in runs if _matches(r, one, {})]
             ideal[task] = float(np.nanmean(scores)) if scores else math.nan
     csv_rows, md_rows, used = [], [], []
     for row in table.rows:
@@ -141,7 +152,7 @@ def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: s
                 md_row.append(f"{_paper_cell(table, row, column)} / no tdmt recipe")
                 csv_rows.append([row, column, paper, "", "", 0, "", "no tdmt recipe"])
                 continue
-            matched = [r for r in runs if _matches(r, target, switches.get(target.recipe, set()))]
+            matched = [r for r in runs if _matches(r, target, switches.get(target.recipe, {}))]
             used += matched
             scores = np.asarray([run_score(r, target) for r in matched], dtype=float)
             if target.metric == "performance_ratio":
