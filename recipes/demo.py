@@ -22,6 +22,7 @@ from tdmt.algos import ktm_drl, teachers
 from tdmt.algos.run import TrainingRun
 from tdmt.config import parse_args
 from tdmt.envs import get_suite
+from tdmt.errors import cli_errors
 from tdmt.report import plot_curves, write_text
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -75,4 +76,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    with cli_errors("demo"):
+        main(sys.argv[1:])
