@@ -192,10 +192,10 @@ class TrainingRun:
             if cfg is not None:
                 check_resume(self.dir, cfg)
                 save_yaml(cfg, self.dir / CONFIG)
+            self.loggers = RunLoggers(getattr(cfg, "logger", ("csv",)), self.dir, exp_name=self.dir.name)
         except BaseException:
             self.lock.release()
             raise
-        self.loggers = RunLoggers(getattr(cfg, "logger", ("csv",)), self.dir, exp_name=self.dir.name)
         self.metrics = MetricsLog(self.dir / "metrics.csv", self.loggers)
         self.evals = MetricsLog(self.dir / "eval.csv", self.loggers)
         self.checkpoints = CheckpointManager(self.dir, keep=keep)
