@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
-from tdmt import cli
+from tdmt import cli, launch
 from tdmt.paper_tables import load_table
 
 SCALE = "scale=0.0002"
@@ -65,3 +66,16 @@ def test_paper_table_spec_runs_at_tiny_scale_and_reports_side_by_side(spec, tmp_
     assert all(c["note"] for c in empty)  # every cell without a number says why
     md = (sweep / "report" / f"paper-{table_id}.md").read_text()
     assert "Reduced budget: this table is a smoke run of the pipeline, not a reproduction." in md
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "slurm" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_sweep_spec_expands_in_full(path, monkeypatch):
+    """The full grids (every seed, variant and suite at the papers' budgets) are valid before anything runs."""
+    monkeypatch.chdir(path.parents[2])
+    spec = launch.load_spec(path)
+    elements = launch.expand(spec)
+    assert elements and len({e.run_dir for e in elements}) == len(elements)
+    if spec.paper:
+        table = load_table(spec.paper)
+        assert len(spec.seeds) == (table.protocol.seeds or 1)  # the paper's number of runs (1 where not stated)
