@@ -159,7 +159,7 @@ def test_config_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="block_success_threshold=1.5 is out of range; valid: \\[0, 1\\]"):
         apply_overrides(Config(), {"block_success_threshold": 1.5})
     cfg = apply_overrides(Config(), {"suite": "metaworld-mt10", "guide_block": "success", "backbone": "sm"})
-    assert cfg.resolved_run_dir().startswith("runs/ctpg/metaworld-mt10/backbone=sm,guide_block=success-seed0-")
+    assert cfg.resolved_run_dir().startswith("runs/ctpg/metaworld-mt10/guide_block=success,backbone=sm-seed0-")
     # the default folder follows the final values, whatever order the overrides came in
     assert parse_args(Config, ["seed=3", "guide=qmp"]).resolved_run_dir().startswith(
         "runs/ctpg/halfcheetah-mt5/guide=qmp-seed3-")
