@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 import uuid
-import zlib
 from pathlib import Path
 
 import torch
@@ -209,7 +208,9 @@ class PerTaskReplayBuffer:
             rows.memmap(tmp / "rows")
             info = {"starts": start.tolist(), "counts": counts.tolist()}
             (tmp / "segment.json").write_text(json.dumps(info))
-            (tmp / "MANIFEST.json").write_text(json.dumps(_files_manifest(tmp)))
+            from tdmt.checkpoint import MANIFEST, _manifest  # late: tdmt.checkpoint imports this module
+
+            (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp)))
             os.replace(tmp, store / name)
             self._segments.append({"name": name, **info})
         self._saved = self._total.clone()
@@ -230,7 +231,9 @@ class PerTaskReplayBuffer:
                              f"{meta['layout']}, here {ours}")
         segments = []
         for name in meta["segments"]:
-            _verify_files(store / name)
+            from tdmt.checkpoint import verify  # the checkpoints' own size/CRC32 check
+
+            verify(store / name)
             info = json.loads((store / name / "segment.json").read_text())
             segments.append(({"name": name, **info}, TensorDict.load_memmap(store / name / "rows")))
         total = torch.tensor(meta["total"], dtype=torch.long)
@@ -248,18 +251,3 @@ class PerTaskReplayBuffer:
         self._size = torch.clamp(total, max=self.capacity)
         self._segments = [info for info, _ in segments]
 
-
-def _files_manifest(folder: Path) -> dict[str, dict[str, int]]:
-    """Size and CRC32 of every file under ``folder`` (a segment is small: it holds what one interval added)."""
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "MANIFEST.json"):
-        out[str(path.relative_to(folder))] = {"size": path.stat().st_size, "crc32": zlib.crc32(path.read_bytes())}
-    return out
-
-
-def _verify_files(folder: Path) -> None:
-    manifest = folder / "MANIFEST.json"
-    if not manifest.exists():
-        raise FileNotFoundError(f"replay segment {folder} is missing or incomplete")
-    if json.loads(manifest.read_text()) != _files_manifest(folder):
-        raise ValueError(f"replay segment {folder} is truncated or corrupt (size/CRC32 mismatch)")
