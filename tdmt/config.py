@@ -20,9 +20,11 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
+
+from tdmt.device import resolve_device
 
 T = TypeVar("T")
 
@@ -293,9 +295,6 @@ def check_ranges(cfg: Any) -> None:
             raise ValueError(f"{f.name}={shown!r} is out of range; valid: {rule}")
 
 
-DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
-
-
 @dataclasses.dataclass
 class BaseConfig:
     """What every recipe shares; a recipe's ``Config`` extends it (and may change the defaults)."""
@@ -303,7 +302,10 @@ class BaseConfig:
     suite: str = "halfcheetah-mt8"  # the task suite (``tdmt.envs.list_suites()``)
     seed: int = 0  # seeds torch, the envs and the replay sampling
     run_dir: str = ""  # the run folder; empty: runs/<recipe>/<suite>/<changed keys>seed<seed>-<config hash>
-    device: str = "cpu"  # where networks and updates live: cpu, cuda, cuda:N
+    device: str = "cpu"  # networks, optimisers, replay: cpu, cuda, cuda:N (envs: CPU; GPU sweeps pass cuda)
+    precision: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast the updates on the device's type
+    compile: bool = False  # torch.compile the update (speed only: a test checks it against eager)
+    cudagraphs: bool = False  # capture the update as a CUDA graph (device=cuda only; checked against eager)
     threads: int = 1  # torch CPU threads (1 is fastest on a shared 2-core box)
     logger: tuple[str, ...] = ("csv",)  # csv always; add tensorboard, wandb, mlflow (TorchRL loggers)
     eval_every: int = 5000  # env steps per task between evaluations (0: only at the end)
@@ -314,11 +316,12 @@ class BaseConfig:
 
     # Keys that may change when a run resumes and do not name the run (where it runs, how it reports).
     FREE_KEYS: ClassVar[tuple[str, ...]] = ("run_dir", "device", "threads", "logger", "log_every",
-                                            "checkpoint_every", "progress")
+                                            "checkpoint_every", "progress", "compile", "cudagraphs",
+                                            "replay_device")
     # Step budgets: may grow on resume (train further), never shrink; they do not name the run either.
     BUDGET_KEYS: ClassVar[tuple[str, ...]] = ("total_steps",)
-    # Devices the recipe can use (a recipe that runs on CUDA widens it).
-    DEVICES: ClassVar[tuple[str, ...]] = ("cpu",)
+    # Device types the recipe can use.
+    DEVICES: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     RANGES: ClassVar[dict[str, str]] = {}
 
     def validate(self) -> None:
@@ -328,11 +331,12 @@ class BaseConfig:
 
         check_ranges(self)
         get_suite(self.suite)
-        if not DEVICE_PATTERN.match(self.device):
-            raise ValueError(f"device={self.device!r} is not valid; valid: cpu, cuda, cuda:N")
-        kind = self.device.split(":")[0]
+        kind = resolve_device(self.device).type
         if kind not in self.DEVICES:
-            raise ValueError(f"device={self.device!r} is not supported by this recipe yet; valid: {list(self.DEVICES)}")
+            raise ValueError(f"device={self.device!r} is not supported by this recipe; valid: {list(self.DEVICES)}")
+        if self.cudagraphs and kind != "cuda":
+            raise ValueError(f"cudagraphs=true with device={self.device!r} is not valid; valid: device=cuda, or "
+                             "cudagraphs=false")
         check_loggers(self.logger)
 
     # -- run identity -----------------------------------------------------------------------------------------

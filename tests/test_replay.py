@@ -64,7 +64,7 @@ def test_dumps_loads_round_trip(tmp_path, storage):
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
     rb = PerTaskReplayBuffer(3, 8, 4)
-    with pytest.raises(ValueError, match=r"task_id out of range \[0, 3\): got values from 0 to 3"):
+    with pytest.raises(RuntimeError, match=r"task_id out of range \[0, 3\)"):
         rb.extend(_transitions([0, 3]))
     assert rb.num_transitions() == 0  # nothing half-written
     rb.extend(_transitions([0, 2]))
@@ -80,3 +80,26 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         rb.extend(TensorDict({"x": torch.zeros(2)}, [2]))
     with pytest.raises(FileNotFoundError, match="no saved replay buffer"):
         rb.loads(tmp_path / "missing")
+
+
+def test_extend_and_sample_never_wait_for_the_device():
+    """Once every task holds data, extend + sample make zero host syncs (DESIGN §9: what a CUDA run would wait
+    for, counted on the CPU) and create no tensor on an implicit device."""
+    from tdmt.device import HostSyncCounter, factories_on_meta
+
+    rb = PerTaskReplayBuffer(3, 8, 4)
+    rb.extend(_transitions([0, 1, 2, 0, 1, 2]))
+    rb.sample()  # the one-off "is every task filled" read
+    batch = _transitions([2, 0, 1, 1, 2, 2, 2, 0])  # wraps the rings (C = 8; a call of more than C rows may sync)
+    with HostSyncCounter() as syncs:
+        for _ in range(3):
+            rb.extend(batch)
+            out = rb.sample()
+            sub = rb.sample(tasks=torch.tensor([2, 2, 0]))
+    assert syncs.total == 0, syncs.report()
+    assert out.shape == (3, 4) and (out["task_id"] == torch.arange(3)[:, None]).all()
+    assert sub.shape == (3, 4) and (sub["task_id"] == torch.tensor([2, 2, 0])[:, None]).all()
+    with factories_on_meta():
+        rb.extend(batch)
+        out = rb.sample()
+    assert out["task_id"].device.type == "cpu"

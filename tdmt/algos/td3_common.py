@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -63,7 +63,6 @@ class TD3Config(BaseConfig):
     policy_noise: float = 0.2  # σ of the target-policy smoothing noise (Eq. 3; Gaussian)
     noise_clip: float = 0.5  # c: the smoothing noise is clipped to [-c, c]
     expl_noise: float = 0.1  # σ of the Gaussian exploration noise
-    precision: Literal["float32", "bfloat16"] = "float32"  # bfloat16: autocast the updates (fast on avx512_bf16)
 
     RANGES: ClassVar[dict[str, str]] = {"hidden": "non-empty sizes >= 1"}
 

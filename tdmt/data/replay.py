@@ -11,6 +11,11 @@ Memory and checkpoints scale with what was written, not with the capacity: the r
 added since the previous call, as a *segment* in a store folder shared by the checkpoints. A checkpoint lists the
 segments it needs (those holding the last C transitions of some task); :meth:`load_increments` replays them into
 the ring. Global transition counters per task (``totals``) say which rows of which segment are still live.
+
+The ring, its cursors and counters live on ``device`` (where the updates run: a sampled batch never crosses the bus),
+and neither :meth:`extend` nor :meth:`sample` waits for the device (no ``.item()``, no value-dependent shapes): the
+counters stay tensors, task ids are range-checked with a device-side assertion, and the "is every task filled"
+check of :meth:`sample` / :meth:`has_at_least` is read once and then remembered (fill levels only grow).
 """
 
 from __future__ import annotations
@@ -35,14 +40,20 @@ class PerTaskReplayBuffer:
         num_tasks: K.
         capacity_per_task: C, the ring size of each task.
         batch_size_per_task: N, transitions drawn per task by :meth:`sample`.
-        storage: ``"memory"`` or ``"memmap"`` (files under ``scratch_dir``, or a temporary folder).
+        storage: ``"memory"`` or ``"memmap"`` (files under ``scratch_dir``, or a temporary folder; CPU only).
         task_key: the key that routes each transition to its task.
+        device: where the ring and its counters live (the training device; default CPU).
     """
 
     def __init__(self, num_tasks: int, capacity_per_task: int, batch_size_per_task: int, *,
-                 storage: str = "memory", scratch_dir: str | os.PathLike | None = None, task_key: str = "task_id"):
+                 storage: str = "memory", scratch_dir: str | os.PathLike | None = None, task_key: str = "task_id",
+                 device: str | torch.device = "cpu"):
         if storage not in STORAGES:
             raise ValueError(f"unknown storage {storage!r}; valid: {list(STORAGES)}")
+        self.device = torch.device(device)
+        if storage == "memmap" and self.device.type != "cpu":
+            raise ValueError(f"storage='memmap' with device={str(self.device)!r} is not valid; valid: device='cpu' "
+                             "(memory-mapped files live in host memory) or storage='memory'")
         for name, value in (("num_tasks", num_tasks), ("capacity_per_task", capacity_per_task),
                             ("batch_size_per_task", batch_size_per_task)):
             if value < 1:
@@ -50,11 +61,18 @@ class PerTaskReplayBuffer:
         self.num_tasks, self.capacity, self.batch_size = num_tasks, capacity_per_task, batch_size_per_task
         self.storage_kind, self.scratch_dir, self.task_key = storage, scratch_dir, task_key
         self._data: TensorDictBase | None = None
-        self._cursor = torch.zeros(num_tasks, dtype=torch.long)
-        self._size = torch.zeros(num_tasks, dtype=torch.long)
-        self._total = torch.zeros(num_tasks, dtype=torch.long)  # transitions ever written, per task
-        self._saved = torch.zeros(num_tasks, dtype=torch.long)  # ``_total`` at the last save_increment / load
+        self._cursor = self._counter()
+        self._size = self._counter()
+        self._total = self._counter()  # transitions ever written, per task
+        self._saved = self._counter()  # ``_total`` at the last save_increment / load
+        self._filled = 0  # a host-side lower bound of the least-filled task's size (read lazily, see has_at_least)
         self._segments: list[dict] = []  # the live segments of the store: name, starts, counts
+
+    def _counter(self, values: list[int] | None = None) -> torch.Tensor:
+        """A per-task ``long`` counter on the buffer's device (zeros, or ``values``)."""
+        if values is None:
+            return torch.zeros(self.num_tasks, dtype=torch.long, device=self.device)
+        return torch.tensor(values, dtype=torch.long, device=self.device)
 
     # ------------------------------------------------------------------ writing
     def _allocate(self, example: TensorDictBase) -> None:
@@ -62,8 +80,8 @@ class PerTaskReplayBuffer:
         the memory-mapped file) is backed only once a transition is written into it."""
         shape = (self.num_tasks, self.capacity)
         if self.storage_kind == "memory":
-            self._data = example.apply(lambda t: torch.empty(shape + t.shape, dtype=t.dtype, device=t.device),
-                                       batch_size=shape)
+            self._data = example.apply(lambda t: torch.empty(shape + t.shape, dtype=t.dtype, device=self.device),
+                                       batch_size=shape, device=self.device)
         else:
             prefix = self.scratch_dir or tempfile.mkdtemp(prefix="tdmt-replay-")
             self._data = example.expand(*shape).memmap_like(prefix=prefix, existsok=True)
@@ -75,21 +93,23 @@ class PerTaskReplayBuffer:
             return
         if self.task_key not in flat.keys():
             raise KeyError(f"transitions need a {self.task_key!r} entry to be routed to their task")
+        flat = flat.to(self.device, non_blocking=True)
         tid = flat.get(self.task_key).reshape(-1).long()
-        lo, hi = int(tid.min()), int(tid.max())
-        if lo < 0 or hi >= self.num_tasks:
-            raise ValueError(f"{self.task_key} out of range [0, {self.num_tasks}): got values from {lo} to {hi}")
+        # Checked where the ids live, without waiting for the device (on the CPU it raises at once).
+        torch._assert_async(((tid >= 0) & (tid < self.num_tasks)).all(),
+                            f"{self.task_key} out of range [0, {self.num_tasks})")
         if self._data is None:
             self._allocate(flat[0])
-        counts = torch.bincount(tid, minlength=self.num_tasks)
+        # Per-task counts by scatter-add: torch.bincount reads the max on the host first.
+        counts = self._counter().index_add_(0, tid, torch.ones_like(tid))
         order = torch.argsort(tid, stable=True)
         tid_sorted = tid[order]
-        rank = torch.arange(tid.numel()) - (torch.cumsum(counts, 0) - counts)[tid_sorted]
-        # When one call brings more than C transitions of a task, only its last C survive the ring.
-        keep = rank >= (counts[tid_sorted] - self.capacity)
-        order, tid_sorted, rank = order[keep], tid_sorted[keep], rank[keep]
+        rank = torch.arange(tid.numel(), device=self.device) - (torch.cumsum(counts, 0) - counts)[tid_sorted]
+        if tid.numel() > self.capacity:  # only then can a task bring more than C: its last C survive the ring
+            keep = rank >= (counts[tid_sorted] - self.capacity)
+            order, tid_sorted, rank = order[keep], tid_sorted[keep], rank[keep]
         pos = (self._cursor[tid_sorted] + rank) % self.capacity
-        self._data[tid_sorted, pos] = flat[order].to(self._data.device)
+        self._data[tid_sorted, pos] = flat[order]
         self._cursor = (self._cursor + counts) % self.capacity
         self._size = torch.clamp(self._size + counts, max=self.capacity)
         self._total += counts
@@ -104,22 +124,30 @@ class PerTaskReplayBuffer:
         return int(self._size[task])
 
     def min_transitions(self) -> int:
-        """Transitions stored for the least-filled task (``sample`` needs it > 0)."""
+        """Transitions stored for the least-filled task (``sample`` needs it > 0; reads the device)."""
         return int(self._size.min())
+
+    def has_at_least(self, n: int) -> bool:
+        """Whether every task holds ``n`` transitions or more. Fill levels only grow, so once true this is
+        answered on the host without reading the device again."""
+        if self._filled < n:
+            self._filled = self.min_transitions()
+        return self._filled >= n
 
     def __len__(self) -> int:
         return self.num_transitions()
 
-    def sample(self, batch_size_per_task: int | None = None) -> TensorDictBase:
-        """``[K, N]`` TensorDict, row k drawn uniformly (with replacement) from task k's ring."""
+    def sample(self, batch_size_per_task: int | None = None, tasks: torch.Tensor | None = None) -> TensorDictBase:
+        """``[K, N]`` TensorDict, row k drawn uniformly (with replacement) from task k's ring; with ``tasks`` (a
+        ``[M]`` tensor of task indices, repeats allowed) ``[M, N]``, row i drawn from task ``tasks[i]``."""
         n = batch_size_per_task or self.batch_size
-        empty = (self._size == 0).nonzero().flatten().tolist()
-        if empty:
+        if not self.has_at_least(1):
+            empty = (self._size == 0).nonzero().flatten().tolist()
             raise RuntimeError(f"cannot sample: tasks {empty} have no transitions yet "
                                f"(stored per task: {self._size.tolist()})")
-        idx = (torch.rand(self.num_tasks, n) * self._size[:, None]).long()
-        rows = torch.arange(self.num_tasks)[:, None].expand(self.num_tasks, n)
-        return self._data[rows, idx]
+        rows = torch.arange(self.num_tasks, device=self.device) if tasks is None else tasks.to(self.device)
+        idx = (torch.rand(rows.shape[0], n, device=self.device) * self._size[rows, None]).long()
+        return self._data[rows[:, None].expand(rows.shape[0], n), idx]
 
     def task_data(self, task: int) -> TensorDictBase:
         """Every stored transition of ``task`` (in storage order)."""
@@ -144,7 +172,7 @@ class PerTaskReplayBuffer:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if self._data is not None:
-            self._data.memmap(tmp / "storage", copy_existing=True)
+            self._data.cpu().memmap(tmp / "storage", copy_existing=True)
         (tmp / "meta.json").write_text(json.dumps(self._meta()))
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -174,21 +202,21 @@ class PerTaskReplayBuffer:
         if (path / "storage").exists():
             saved = TensorDict.load_memmap(path / "storage")
             if self.storage_kind == "memory":
-                self._data = saved.clone()
+                self._data = saved.to(self.device) if self.device.type != "cpu" else saved.clone()
             else:
                 self._allocate(saved[0, 0])
                 self._data.update_(saved)
         else:
             self._data = None
-        self._cursor = torch.tensor(meta["cursor"], dtype=torch.long)
-        self._size = torch.tensor(meta["size"], dtype=torch.long)
-        self._total = torch.tensor(meta.get("total", meta["size"]), dtype=torch.long)
-        self._saved, self._segments = self._total.clone(), []
+        self._cursor = self._counter(meta["cursor"])
+        self._size = self._counter(meta["size"])
+        self._total = self._counter(meta.get("total", meta["size"]))
+        self._saved, self._segments, self._filled = self._total.clone(), [], 0
 
     # ------------------------------------------------------------------ incremental persistence (checkpoints)
     def _live(self, segment: dict, total: torch.Tensor) -> bool:
         """Whether ``segment`` still holds one of the last C transitions of some task."""
-        starts, counts = torch.tensor(segment["starts"]), torch.tensor(segment["counts"])
+        starts, counts = self._counter(segment["starts"]), self._counter(segment["counts"])
         return bool(((counts > 0) & (starts + counts > total - self.capacity)).any())
 
     def save_increment(self, store: str | os.PathLike) -> dict:
@@ -199,9 +227,9 @@ class PerTaskReplayBuffer:
         start = torch.maximum(self._saved, self._total - self.capacity)
         counts = self._total - start
         if self._data is not None and int(counts.sum()) > 0:
-            tasks = torch.repeat_interleave(torch.arange(self.num_tasks), counts)
-            offset = torch.arange(tasks.numel()) - (torch.cumsum(counts, 0) - counts)[tasks]
-            rows = self._data[tasks, (start[tasks] + offset) % self.capacity]
+            tasks = torch.repeat_interleave(torch.arange(self.num_tasks, device=self.device), counts)
+            offset = torch.arange(tasks.numel(), device=self.device) - (torch.cumsum(counts, 0) - counts)[tasks]
+            rows = self._data[tasks, (start[tasks] + offset) % self.capacity].cpu()
             name = f"segment-{int(self._total.sum()):012d}-{uuid.uuid4().hex[:8]}"
             tmp = store / f".tmp-{name}"
             tmp.mkdir(parents=True)
@@ -236,18 +264,20 @@ class PerTaskReplayBuffer:
             verify(store / name)
             info = json.loads((store / name / "segment.json").read_text())
             segments.append(({"name": name, **info}, TensorDict.load_memmap(store / name / "rows")))
-        total = torch.tensor(meta["total"], dtype=torch.long)
+        total = self._counter(meta["total"])
         self._data = None
         for info, rows in segments:
             if self._data is None:
                 self._allocate(rows[0])
-            counts, starts = torch.tensor(info["counts"]), torch.tensor(info["starts"])
-            tasks = torch.repeat_interleave(torch.arange(self.num_tasks), counts)
-            index = starts[tasks] + torch.arange(tasks.numel()) - (torch.cumsum(counts, 0) - counts)[tasks]
+            counts, starts = self._counter(info["counts"]), self._counter(info["starts"])
+            tasks = torch.repeat_interleave(torch.arange(self.num_tasks, device=self.device), counts)
+            index = starts[tasks] + torch.arange(tasks.numel(), device=self.device) \
+                - (torch.cumsum(counts, 0) - counts)[tasks]
             keep = index >= (total - self.capacity)[tasks]  # rows overwritten later in the ring are skipped
-            self._data[tasks[keep], index[keep] % self.capacity] = rows[keep]
+            self._data[tasks[keep], index[keep] % self.capacity] = rows.to(self.device)[keep]
         self._total, self._saved = total, total.clone()
         self._cursor = total % self.capacity
         self._size = torch.clamp(total, max=self.capacity)
         self._segments = [info for info, _ in segments]
+        self._filled = 0
 
