@@ -29,6 +29,11 @@ Executors: ``slurm`` (one ``sbatch --array``; returns at once), ``local`` (this 
 elements at a time through submitit's local executor; blocks until done) and ``debug`` (in-process, one after
 the other; errors raise with their traceback).
 
+Device: a ``slurm`` sweep that reserves GPUs (``slurm.gpus_per_task >= 1``) passes ``device=cuda`` to every job
+whose recipe has a ``device`` key, unless the spec sets ``device`` itself; ``local`` and ``debug`` sweeps keep the
+recipe's default (``cpu``). Such a sweep can be submitted from a login node without a GPU: everything is validated
+there but the presence of CUDA, which the job checks on its node before any work.
+
 Preemption: elements are :class:`submitit.helpers.Checkpointable`. In a submitit job SIGTERM makes the training
 loop checkpoint at its next step boundary and carry on, and SIGUSR2 (SLURM's warning before a time limit or a
 preemption) makes it checkpoint and stop; the element then asks submitit to requeue it, and the requeued job
@@ -53,12 +58,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import submitit
+import torch
 import yaml
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 
 from tdmt.algos import get_recipe
 from tdmt.algos.run import STATE, SUMMARY, StopRequested, check_resume, signal_actions
 from tdmt.config import apply_overrides, check_ranges, load_yaml, save_yaml, scale_budgets, to_dict
+from tdmt.device import DEVICE_PATTERN
 from tdmt.envs import list_suites
 from tdmt.progress import tqdm
 
@@ -340,13 +347,44 @@ def _resolve(method: Method, variant: str, suite: str, seed: int, spec: SweepSpe
     except (KeyError, IndexError, ValueError) as e:
         raise SweepSpecError(f"{where}: bad placeholder {e} in {values}; valid: {sorted(fields)}") from e
     values.update(suite=suite, seed=seed, run_dir=str(run_dir))
+    if uses_gpus(spec) and "device" not in values and _has_key(module.Config, "device"):
+        values["device"] = "cuda"
     try:
-        cfg = apply_overrides(module.Config(), values)
-        if spec.scale != 1.0:
-            cfg = scale_budgets(cfg, spec.scale)
+        cfg = job_config(module.Config, values, spec)
     except (KeyError, TypeError, ValueError) as e:
         raise SweepSpecError(f"{where} (suite {suite}, seed {seed}): {_message(e)}") from e
     return Element(method.recipe, variant, suite, seed, str(run_dir), to_dict(cfg), os.getcwd(), method.stage)
+
+
+def uses_gpus(spec: SweepSpec) -> bool:
+    """The sweep's jobs run on nodes with GPUs reserved for them (``executor=slurm``, ``gpus_per_task >= 1``)."""
+    return spec.executor == "slurm" and spec.slurm.gpus_per_task >= 1
+
+
+def _has_key(cls: type, key: str) -> bool:
+    return dataclasses.is_dataclass(cls) and key in {f.name for f in dataclasses.fields(cls)}
+
+
+def job_config(cls: type, values: dict[str, Any], spec: SweepSpec, scale: bool = True) -> Any:
+    """``cls()`` with ``values`` (and, with ``scale``, the spec's budget factor), validated on this machine.
+
+    A SLURM job's ``device=cuda[:N]`` runs on its node, which this (login) node may not resemble: where no CUDA is
+    visible here, everything is validated but the presence of CUDA (with ``device=cpu`` in its place), and the job
+    validates its config again on the node, before any work.
+    """
+    device = str(values.get("device", ""))
+    on_node = spec.executor == "slurm" and device.startswith("cuda") and bool(DEVICE_PATTERN.match(device)) \
+        and not torch.cuda.is_available()
+    if not on_node:
+        cfg = apply_overrides(cls(), values)
+        return scale_budgets(cfg, spec.scale) if scale and spec.scale != 1.0 else cfg
+    wanted = apply_overrides(cls(), values, validate=False)
+    if "cuda" not in getattr(cls, "DEVICES", ("cuda",)):
+        raise ValueError(f"device={device!r} is not supported by this recipe; valid: {list(cls.DEVICES)}")
+    cfg = apply_overrides(wanted, {"device": "cpu", "cudagraphs": False})  # cudagraphs=true needs CUDA too
+    if scale and spec.scale != 1.0:
+        cfg = scale_budgets(cfg, spec.scale)
+    return dataclasses.replace(cfg, device=wanted.device, cudagraphs=wanted.cudagraphs)
 
 
 def expand(spec: SweepSpec) -> list[Element]:
@@ -679,7 +717,7 @@ def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
         entries.setdefault(element.key, _entry(element))
     states = {s.key: s.state for s in statuses_of([entries[e.key] for e in elements])}
     todo = [e for e in elements if states[e.key] in ("failed", "stopped") or not entries[e.key]["jobs"]]
-    configs = {e.key: apply_overrides(get_recipe(e.recipe).Config(), e.config) for e in todo}
+    configs = {e.key: job_config(get_recipe(e.recipe).Config, e.config, spec, scale=False) for e in todo}
     for element in todo:  # a folder that holds another configuration's run: refuse before submitting anything
         try:
             check_resume(Path(element.run_dir), configs[element.key])
@@ -688,8 +726,10 @@ def launch(spec: SweepSpec, dry_run: bool = False) -> list[Element]:
     skipped = len(elements) - len(todo)
     stages = f", stages {' -> '.join(st.name for st in spec.stages)}" if len(spec.stages) > 1 else ""
     scale = f", budgets x{spec.scale:g}" if spec.scale != 1.0 else ""
+    devices = sorted({str(e.config.get("device", "cpu")) for e in elements})
     print(f"[tdmt] sweep {spec.name}: {len(elements)} elements, {len(todo)} to submit, {skipped} done/pending/"
-          f"running ({spec.executor} executor{stages}{scale}, results in {sweep_dir})", flush=True)
+          f"running ({spec.executor} executor{stages}{scale}, device {'/'.join(devices)}, results in {sweep_dir})",
+          flush=True)
     if dry_run or not todo:
         return todo
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tdmt import cli
+from tdmt import launch as launch_mod
 from tdmt.aggregate import report
 from tdmt.launch import (
     SweepSpecError,
@@ -234,3 +236,50 @@ def test_bad_stages_are_refused(tmp_path, change, message):
         data.pop("methods")
     with pytest.raises(SweepSpecError, match=re.escape(message)):
         load_spec(None, [f"{k}={json.dumps(v)}" for k, v in data.items()])
+
+
+def _gpu_spec(tmp_path, td3_mt: dict | None = None, **kw) -> launch_mod.SweepSpec:
+    """A SLURM sweep reserving one GPU per job: TD3-MT (``td3_mt``: its overrides) and the toy recipe (no device)."""
+    td3 = {"total_steps": 30, "start_steps": 10, "eval_every": 30, **(td3_mt or {})}
+    spec = {"name": "g", "root": str(tmp_path / "runs"), "suites": ["pendulum-mt3"], "seeds": [0],
+            "methods": {"td3_mt": {"overrides": td3}, TOY: {}},
+            "executor": "slurm", "slurm": {"gpus_per_task": 1}}
+    spec.update(kw)
+    return load_spec(None, [f"{k}={json.dumps(v)}" for k, v in spec.items()])
+
+
+@pytest.mark.parametrize("change, device", [
+    ({}, "cuda"),  # GPUs reserved: every job whose recipe has a device key runs on its GPU
+    ({"slurm": {"gpus_per_task": 0}}, "cpu"),  # a CPU-only SLURM sweep keeps the recipe default
+    ({"executor": "local"}, "cpu"),  # local and debug executors run here: the recipe default
+    ({"executor": "debug"}, "cpu"),
+    ({"td3_mt": {"device": "cpu"}}, "cpu"),  # the spec's own device wins
+    ({"td3_mt": {"device": "cuda:1"}}, "cuda:1"),
+])
+def test_a_gpu_sweep_passes_the_device_to_its_jobs(tmp_path, change, device):
+    elements = {e.recipe: e for e in launch_mod.expand(_gpu_spec(tmp_path, **change))}
+    assert elements["td3_mt"].config["device"] == device
+    assert "device" not in elements[TOY].config  # a recipe without a device key gets none
+
+
+def test_a_gpu_sweep_is_submitted_from_a_machine_without_cuda_and_the_job_checks_on_its_node(tmp_path, monkeypatch,
+                                                                                            capsys):
+    if torch.cuda.is_available():
+        pytest.skip("checks a submission from a machine without CUDA")
+    submitted = []
+    monkeypatch.setattr(launch_mod, "_submit_slurm", lambda spec, todo, folder, after: submitted.extend(todo) or [
+        {"executor": "slurm", "job_id": f"7_{i}", "log": None} for i in range(len(todo))])
+    spec = _gpu_spec(tmp_path, methods={"td3_mt": {"overrides": {"total_steps": 30, "start_steps": 10}}})  # no toy
+    assert [e.key for e in launch(spec)] == ["td3_mt/pendulum-mt3/default/seed0"]
+    assert "slurm executor, device cuda," in capsys.readouterr().out
+    run_dir = Path(submitted[0].run_dir)
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["device"] == "cuda"
+    with pytest.raises(ValueError, match="^device='cuda' but no CUDA device is visible here"):
+        launch_mod.SweepRunner()(submitted[0])  # the job on a node without a GPU: refused before any work
+    assert read_job_file(run_dir)["state"] == "failed" and not (run_dir / "metrics.csv").exists()
+    # everything but the presence of CUDA is still checked before submitting
+    for bad, message in (({"start_steps": -1}, "start_steps=-1 is out of range"),
+                         ({"device": "gpu"}, "device='gpu' is not valid")):
+        bad_spec = _gpu_spec(tmp_path, td3_mt=bad)
+        with pytest.raises(SweepSpecError, match=re.escape(message)):
+            launch(bad_spec)
