@@ -5,7 +5,8 @@ advantage (Eq. 3) is
 
     A(s_t, a_t) = Σ_{j<k} γ^j r_{t+j} + γ^k V(s_{t+k}) − V(s_t),   k = t_max − t (bootstrapped at the rollout end),
 
-(TorchRL's ``TD1`` estimator on the rollout) and the loss is TorchRL's ``A2CLoss``:
+(what TorchRL's ``TD1`` estimator computes on the rollout; :func:`n_step_return` here) and the loss is TorchRL's
+``A2CLoss``:
 ``−log π(a|s) A − c_H H[π(·|s)] + c_V (V(s) − R)²`` with c_H = 0.01, c_V = 0.5, RMSprop (lr 7e-4, α 0.99,
 ε 1e-5), gradient norm clipped at 0.5. On padded suites log π and H count only each task's real action dims.
 
@@ -31,10 +32,19 @@ Task schedule (``update``):
 
 ``architecture="independent"`` makes every layer per-task: K separate single-task A2C agents trained as one
 batched model — the paper's "Scratch" baseline and its A2C teachers for distillation.
+
+Device (``device=``, DESIGN §9): networks, observation statistics, loss, RMSprop state, rollouts and episode-return
+sums live on the training device; the MuJoCo envs step on the CPU and their batched output crosses once per step.
+Between logging intervals an update and an env step make no host read (counters stay tensors; the n-step return and
+the per-head optimiser step use masks, not branches on values); logged values are read once per interval.
+``precision="bfloat16"`` autocasts the losses on the device's type; ``compile``/``cudagraphs`` wrap the update
+(:func:`tdmt.device.speed_wrap`; checked against eager in ``tests/test_device_arora.py``). ``model.pt`` holds
+CPU tensors and every checkpoint is read with ``map_location="cpu"``: a GPU run's files load on any machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,13 +53,17 @@ from typing import ClassVar, Literal
 import torch
 from tensordict import TensorDictBase
 from torch import nn
-from torchrl.envs import EnvBase, TransformedEnv
+from torch.utils._pytree import tree_map
+from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.objectives import A2CLoss, ValueEstimators
+from torchrl.objectives import A2CLoss
 
+from tdmt import tables
 from tdmt.algos.run import TrainingRun
 from tdmt.config import BaseConfig
+from tdmt.device import autocast, speed_wrap
 from tdmt.envs import MultiTaskEnv, TaskObservationNorm, get_suite, make_env
+from tdmt.envs.normalize import normalized
 from tdmt.eval import EvalResult, evaluate
 from tdmt.modules.multihead import (
     MultiHeadMLP,
@@ -58,9 +72,10 @@ from tdmt.modules.multihead import (
     actor_stacked_parameters,
     make_gaussian_actor,
     make_value_critic,
+    task_layout,
 )
 from tdmt.progress import tqdm
-from tdmt.report import markdown_table, plot_curves, write_text
+from tdmt.report import plot_curves, write_text
 
 MODEL_FILE = "model.pt"
 
@@ -108,22 +123,52 @@ class Config(BaseConfig):
         return "Vanilla multi-task" if self.architecture == "multihead" else "Scratch"
 
 
-def step_keeping_other_rows(optim: torch.optim.Optimizer, stacked: Sequence[torch.Tensor], task: int) -> None:
+def step_keeping_other_rows(optim: torch.optim.Optimizer, stacked: Sequence[torch.Tensor],
+                            task: int | torch.Tensor) -> None:
     """Optimizer step after an update on task ``task`` alone, as if each task's rows were a separate layer.
 
     Rows ≠ ``task`` of the ``[K, ...]`` parameters in ``stacked`` have zero gradient; a stacked optimizer would
     still decay their statistics (RMSprop's ``square_avg``) or move them by momentum (Adam). Those rows and their
-    per-element optimizer state are restored after the step.
+    per-element optimizer state are restored after the step (a mask over rows, ``task`` may be a device tensor:
+    no host read).
     """
     saved = []
     with torch.no_grad():
         for p in stacked:
-            others = torch.arange(p.shape[0], device=p.device) != task
+            others = (torch.arange(p.shape[0], device=p.device) != task).view(-1, *[1] * (p.dim() - 1))
             tensors = [p] + [v for v in optim.state.get(p, {}).values() if torch.is_tensor(v) and v.shape == p.shape]
-            saved += [(t, others, t[others].clone()) for t in tensors]
+            saved += [(t, others, t.clone()) for t in tensors]
         optim.step()
-        for tensor, others, rows in saved:
-            tensor[others] = rows
+        for tensor, others, before in saved:
+            tensor.copy_(torch.where(others, before, tensor))
+
+
+def n_step_return(reward: torch.Tensor, next_value: torch.Tensor, done: torch.Tensor, terminated: torch.Tensor,
+                  gamma: float) -> torch.Tensor:
+    """The n-step return of Eq. 3 on ``[..., T, 1]`` rollout tensors (time at dim −2), what TorchRL's ``TD1``
+    estimator gives, without its host reads:
+
+        G_t = r_t + γ (1 − terminated_t) · (V(s_{t+1}) if done_t or t = T−1 else G_{t+1}).
+    """
+    ret = next_value[..., -1, :]  # G_T: the bootstrap at the rollout's end
+    out = []
+    for t in reversed(range(reward.shape[-2])):  # the rollout's t_max steps (not tasks)
+        ret = reward[..., t, :] + gamma * (~terminated[..., t, :]) * torch.where(done[..., t, :],
+                                                                                 next_value[..., t, :], ret)
+        out.append(ret)
+    return torch.stack(out[::-1], -2)
+
+
+def read_scalars(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """0-dim tensors as floats, in one host read (at a logging interval, not per update)."""
+    if not values:
+        return {}
+    return dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
+
+
+def cpu_copy(state: dict) -> dict:
+    """``state`` with every tensor copied to the host: a ``model.pt`` that loads on any machine."""
+    return tree_map(lambda v: v.detach().cpu() if isinstance(v, torch.Tensor) else v, state)
 
 
 FINETUNE_LAYERS = ("public_code", "heads")
@@ -136,26 +181,42 @@ class A2CAgent:
     def __init__(self, num_tasks: int, obs_dim: int, act_dims: Sequence[int], cfg: Config, action_spec=None):
         shared = cfg.architecture == "multihead"
         act_max = max(act_dims)
+        self.device = torch.device(cfg.device)
         self.actor = make_gaussian_actor(num_tasks, obs_dim, act_max, cfg.actor_hidden, shared,
-                                         action_spec=action_spec, distribution=cfg.policy, act_dims=act_dims)
+                                         action_spec=action_spec, distribution=cfg.policy,
+                                         act_dims=act_dims).to(self.device)
         self.critic = make_value_critic(num_tasks, obs_dim, cfg.critic_hidden, shared,
-                                        shared_layers=cfg.critic_shared_layers if shared else 0)
-        self.obs_norm = TaskObservationNorm(num_tasks, obs_dim, cfg.obs_clip) if cfg.obs_norm else None
+                                        shared_layers=cfg.critic_shared_layers if shared else 0).to(self.device)
+        self.obs_norm = (TaskObservationNorm(num_tasks, obs_dim, cfg.obs_clip, device=self.device) if cfg.obs_norm
+                         else None)
+        # the advantage and value target are computed here (n_step_return): the loss never runs its estimator
         self.loss = A2CLoss(self.actor, self.critic, entropy_coeff=cfg.entropy_coeff, critic_coeff=cfg.value_coeff,
                             loss_critic_type="l2")
-        self.loss.make_value_estimator(ValueEstimators.TD1, gamma=cfg.gamma)
-        self.max_grad_norm = cfg.max_grad_norm
-        self.optim = torch.optim.RMSprop(self.loss.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha,
-                                         eps=cfg.rmsprop_eps)
+        self.gamma, self.max_grad_norm, self.precision = cfg.gamma, cfg.max_grad_norm, cfg.precision
+        self.cfg = cfg
         self.nets: list[MultiHeadMLP] = [actor_net(self.actor), self.critic.module]
         self.stacked = actor_stacked_parameters(self.actor) + self.critic.module.stacked_parameters()
         self.num_tasks = num_tasks
+        self.task_index = torch.arange(num_tasks, device=self.device)
+        self.stat_names = ["loss_objective", "loss_critic", "entropy", "grad_norm"]
+        self.stat_names += ["sigma"] if actor_log_std(self.actor) is not None else []
+        self.set_optimizer(list(self.loss.parameters()))
+
+    def set_optimizer(self, params: list[nn.Parameter]) -> None:
+        """A fresh RMSprop over ``params`` (capturable for CUDA graphs), and the update functions wrapped with the
+        run's speed options (one per schedule branch: a Python branch never sits inside a compiled function)."""
+        cfg = self.cfg
+        self.optim = torch.optim.RMSprop(params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+                                         capturable=cfg.cudagraphs)
+        wrap = dict(compile=cfg.compile, cudagraphs=cfg.cudagraphs, device=self.device)
+        self._update_task = speed_wrap(self._step_task, **wrap)
+        self._update_all = speed_wrap(self._step_all, **wrap)
 
     def wrap(self, env: EnvBase, evaluation: bool = False) -> EnvBase:
         """``env`` seen through the agent's observation normalisation (frozen statistics if ``evaluation``)."""
         if self.obs_norm is None:
             return env
-        return TransformedEnv(env, self.obs_norm.frozen() if evaluation else self.obs_norm)
+        return normalized(env, self.obs_norm.frozen() if evaluation else self.obs_norm)
 
     def freeze_for_finetuning(self, layers: str = "public_code") -> None:
         """Train only the fine-tuned layers (paper §4.2, Table 1); every other parameter is frozen.
@@ -173,24 +234,50 @@ class A2CAgent:
             for p in actor.trunk[-1].parameters():
                 p.requires_grad_(True)
 
-    def update(self, batch: TensorDictBase, task: int | None = None) -> dict[str, float]:
-        """One A2C step on a ``[..., T]`` rollout (time last): of task ``task`` alone, or of every task."""
-        losses = self.loss(batch)
-        total = losses["loss_objective"] + losses["loss_entropy"] + losses["loss_critic"]
+    def update(self, batch: TensorDictBase, task: int | None = None) -> dict[str, torch.Tensor]:
+        """One A2C step on a ``[..., T]`` rollout (time last): of task ``task`` alone (``batch[task]``), or of every
+        task (the ``[K, E, T]`` rollout); returns the step's statistics as 0-dim tensors (no host read)."""
+        if task is None:
+            with task_layout("task_major"):
+                stats = self._update_all(batch)
+        else:
+            with task_layout("one_task"):
+                stats = self._update_task(batch, self.task_index[task])
+        return dict(zip(self.stat_names, stats.unbind()))
+
+    def _step_task(self, batch: TensorDictBase, task: torch.Tensor) -> torch.Tensor:
+        grad_norm, stats = self._backward(batch)
+        step_keeping_other_rows(self.optim, self.stacked, task)
+        return self._stats(grad_norm, stats)
+
+    def _step_all(self, batch: TensorDictBase) -> torch.Tensor:
+        grad_norm, stats = self._backward(batch)
+        self.optim.step()
+        return self._stats(grad_norm, stats)
+
+    def _backward(self, batch: TensorDictBase) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Eq. 3's advantage with the critic before the step, then the A2C loss's gradient, clipped; returns the
+        gradient norm and the loss terms."""
+        critic = self.critic.module
+        nxt = batch.get("next")
+        with torch.no_grad():
+            value = critic(batch.get("observation"), batch.get("task_id"))
+            target = n_step_return(nxt.get("reward"), critic(nxt.get("observation"), nxt.get("task_id")),
+                                   nxt.get("done"), nxt.get("terminated"), self.gamma)
+        batch = batch.copy().set("value_target", target).set("advantage", target - value)
+        with autocast(self.device, self.precision):
+            losses = self.loss(batch)
+            total = losses.get("loss_objective") + losses.get("loss_entropy") + losses.get("loss_critic")
         self.optim.zero_grad(set_to_none=True)
         total.backward()
         params = [p for group in self.optim.param_groups for p in group["params"] if p.requires_grad]
         grad_norm = nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-        if task is None:
-            self.optim.step()
-        else:
-            step_keeping_other_rows(self.optim, self.stacked, task)
-        stats = {"loss_objective": losses["loss_objective"].item(), "loss_critic": losses["loss_critic"].item(),
-                 "entropy": losses["entropy"].item(), "grad_norm": grad_norm.item()}
+        return grad_norm, [losses.get("loss_objective"), losses.get("loss_critic"), losses.get("entropy")]
+
+    def _stats(self, grad_norm: torch.Tensor, losses: list[torch.Tensor]) -> torch.Tensor:
         log_std = actor_log_std(self.actor)
-        if log_std is not None:
-            stats["sigma"] = log_std.detach().exp().mean().item()
-        return stats
+        sigma = [] if log_std is None else [log_std.detach().exp().mean()]
+        return torch.stack([t.detach().float() for t in [*losses, grad_norm, *sigma]])
 
     def state_dict(self) -> dict:
         state = {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(), "optim": self.optim.state_dict()}
@@ -205,22 +292,29 @@ class A2CAgent:
             self.obs_norm.load_state_dict(state["obs_norm"])
         if optimizer:
             self.optim.load_state_dict(state["optim"])
+            for group in self.optim.param_groups:  # this run's choice, not the saving run's (CUDA graphs need it)
+                group["capturable"] = self.cfg.cudagraphs
 
 
 class Rollouts:
-    """Steps a multi-task env ``t_max`` steps at a time, carrying the state across calls; tracks episode returns."""
+    """Steps a multi-task env ``t_max`` steps at a time, carrying the state across calls; tracks episode returns.
+
+    The env's batch is task-major (``[K]`` or ``[K, E]``): the policy runs under ``task_layout("task_major")``, and
+    finished episodes' returns are summed per task on the env's device (``return_sum``, ``return_count``), read
+    once by :meth:`pop_returns` at a logging interval."""
 
     def __init__(self, env: MultiTaskEnv):
         self.env = env
         self.td = env.reset()
-        self.episode_return = torch.zeros(env.batch_size)
-        self.finished: list[list[float]] = [[] for _ in range(env.suite.num_tasks)]
+        self.episode_return = torch.zeros(env.batch_size, device=env.device)
+        self.return_sum = torch.zeros(env.suite.num_tasks, device=env.device)
+        self.return_count = torch.zeros(env.suite.num_tasks, device=env.device)
 
     @torch.no_grad()
     def collect(self, policy: Callable[[TensorDictBase], TensorDictBase], t_max: int) -> TensorDictBase:
         """A ``[*env.batch_size, t_max]`` rollout of ``policy`` (sampling actions)."""
         steps = []
-        with set_exploration_type(ExplorationType.RANDOM):
+        with set_exploration_type(ExplorationType.RANDOM), task_layout("task_major"):
             for _ in range(t_max):
                 td, self.td = self.env.step_and_maybe_reset(policy(self.td))
                 steps.append(td)
@@ -230,17 +324,17 @@ class Rollouts:
     def _track(self, td: TensorDictBase) -> None:
         self.episode_return += td.get(("next", "reward")).squeeze(-1)
         done = td.get(("next", "done")).squeeze(-1)
-        if done.any():
-            task_ids = td.get("task_id")[done].tolist()
-            for k, ret in zip(task_ids, self.episode_return[done].tolist()):
-                self.finished[k].append(ret)
-            self.episode_return[done] = 0.0
+        tasks = self.return_sum.shape[0]
+        self.return_sum += (self.episode_return * done).reshape(tasks, -1).sum(-1)
+        self.return_count += done.reshape(tasks, -1).sum(-1)
+        self.episode_return.mul_(~done)
 
     def pop_returns(self, task_names: Sequence[str], prefix: str = "train") -> dict[str, float]:
         """Mean return of the episodes finished since the last call, per task (tasks with none are left out)."""
-        row = {f"{prefix}/{name}/return": sum(r) / len(r) for name, r in zip(task_names, self.finished) if r}
-        self.finished = [[] for _ in self.finished]
-        return row
+        sums, counts = torch.stack([self.return_sum, self.return_count]).tolist()
+        self.return_sum.zero_()
+        self.return_count.zero_()
+        return {f"{prefix}/{name}/return": s / c for name, s, c in zip(task_names, sums, counts) if c}
 
 
 def eval_row(results: Sequence[EvalResult]) -> dict[str, float]:
@@ -269,7 +363,7 @@ def train_a2c(agent: A2CAgent, env: MultiTaskEnv, run: TrainingRun, cfg: Config,
     per_iter = cfg.t_max * cfg.num_envs_per_task
     task_names = env.suite.task_names
     get_state = lambda: {"agent": agent.state_dict()}  # noqa: E731
-    stats: dict[str, float] = {}
+    stats: dict[str, torch.Tensor] = {}
     start = time.time()
     with run.guard(get_state) as guard, tqdm(total=cfg.total_steps, initial=frames, desc=desc,
                                                     disable=not cfg.progress) as bar:
@@ -283,7 +377,7 @@ def train_a2c(agent: A2CAgent, env: MultiTaskEnv, run: TrainingRun, cfg: Config,
             before, frames = frames, frames + per_iter
             bar.update(per_iter)
             if crossed(before, frames, cfg.log_every):
-                run.metrics.log(frames, **stats, **rollouts.pop_returns(task_names),
+                run.metrics.log(frames, **read_scalars(stats), **rollouts.pop_returns(task_names),
                                 fps=(frames - first) * env.suite.num_tasks / max(time.time() - start, 1e-9))
             if crossed(before, frames, cfg.eval_every) and frames < cfg.total_steps:
                 run.evals.log(frames, **eval_row([evaluate(e, agent.actor) for e in eval_envs]))
@@ -310,10 +404,12 @@ def raw_observation_policy(actor: Callable[[TensorDictBase], TensorDictBase],
 
 def load_model_policy(cfg: Config, model_path: str) -> Callable[[TensorDictBase], TensorDictBase]:
     """The policy in an ``a2c_multitask`` (or ``finetune`` phase) ``model.pt`` trained with ``cfg``, acting on raw
-    observations of ``make_env(cfg.suite, tasks=cfg.tasks or None)`` (see :func:`raw_observation_policy`)."""
+    observations of ``make_env(cfg.suite, tasks=cfg.tasks or None)`` (see :func:`raw_observation_policy`), on the
+    CPU whatever device trained it."""
     suite = get_suite(cfg.suite).subset(list(cfg.tasks) or None)
-    agent = A2CAgent(suite.num_tasks, suite.obs_max, suite.act_dims, cfg)
-    agent.load_state_dict(torch.load(model_path), optimizer=False)
+    agent = A2CAgent(suite.num_tasks, suite.obs_max, suite.act_dims,
+                     dataclasses.replace(cfg, device="cpu", compile=False, cudagraphs=False))
+    agent.load_state_dict(torch.load(model_path, map_location="cpu"), optimizer=False)
     return raw_observation_policy(agent.actor, agent.obs_norm)
 
 
@@ -322,36 +418,17 @@ def make_agent(cfg: Config, env: MultiTaskEnv) -> A2CAgent:
     return A2CAgent(suite.num_tasks, suite.obs_max, suite.act_dims, cfg, env.action_spec)
 
 
-def format_cell(mean: float, std: float) -> str:
-    return f"{mean:.2f} ± {std:.2f}"
-
-
-def table2(task_names: Sequence[str], columns: dict[str, tuple[EvalResult, str]]) -> str:
-    """Paper Table 2 layout: one row per task, columns Scratch / Distillation / Vanilla multi-task.
-
-    ``columns`` maps a column label to ``(result, budget text)``; columns this run did not compute show "—".
-    """
-    labels = ["Scratch", "Distillation multi-task", "Vanilla multi-task"]
-    labels += [label for label in columns if label not in labels]
-    header = ["Environment"] + [f"{label} ({columns[label][1]})" if label in columns else label for label in labels]
-    rows = []
-    for k, name in enumerate(task_names):
-        row = [name]
-        for label in labels:
-            res = columns.get(label, (None, ""))[0]
-            row.append(format_cell(res.return_mean[k], res.return_std[k]) if res is not None else "—")
-        rows.append(row)
-    return markdown_table(header, rows)
-
-
 def frames_text(frames: int) -> str:
     return f"{frames / 1e6:g}M frames" if frames >= 100_000 else f"{frames:,} frames"
 
 
-def write_report(run: TrainingRun, title: str, table: str, task_names: Sequence[str], notes: str = "") -> None:
-    """``results.md`` (title, table, notes) and ``curves.png`` (eval returns over frames per task)."""
-    write_text(run.dir / "results.md", f"# {title}\n\nMean ± std of the return over evaluation episodes (deterministic "
-                                       f"policy).\n\n{table}\n{notes}")
+def write_report(run: TrainingRun, title: str, columns: dict[str, tables.Column], task_names: Sequence[str],
+                 notes: str = "") -> None:
+    """``results.md``, the report of this run (:func:`tdmt.tables.report_markdown`, as ``tdmt report``: its final
+    return is Arora Table 2's cell, mean ± std over the evaluation episodes) with ``notes``, and ``curves.png``
+    (eval returns over frames per task). ``columns`` maps a label (with its budget) to eval rows."""
+    write_text(run.dir / "results.md", f"# {title}\n\nDeterministic policy; Arora et al. Table 2 reads the final "
+                                       "return.\n\n" + tables.report_markdown(columns, task_names, False) + notes)
     plot_curves({title: [run.evals.rows()]}, task_names, run.dir / "curves.png", title=title)
 
 
@@ -361,15 +438,16 @@ def run(cfg: Config) -> dict:
     torch.manual_seed(cfg.seed)
     training = TrainingRun(cfg.resolved_run_dir(), cfg, checkpoint_every=cfg.checkpoint_every)
     tasks = list(cfg.tasks) or None
-    env = make_env(cfg.suite, seed=cfg.seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False, tasks=tasks)
+    env = make_env(cfg.suite, seed=cfg.seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False, tasks=tasks,
+                   device=cfg.device)
     eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, task_onehot=False,
-                        tasks=tasks)
+                        tasks=tasks, device=cfg.device)
     agent = make_agent(cfg, env)
     start = time.time()
     (result,) = train_a2c(agent, env, training, cfg, [eval_env], desc=f"a2c {cfg.architecture}")
-    torch.save(agent.state_dict(), training.dir / MODEL_FILE)
-    table = table2(result.task_names, {cfg.label: (result, f"{frames_text(cfg.total_steps)} per task")})
-    write_report(training, f"A2C {cfg.label} — {cfg.suite}", table, result.task_names)
+    torch.save(cpu_copy(agent.state_dict()), training.dir / MODEL_FILE)
+    write_report(training, f"A2C {cfg.label} — {cfg.suite}",
+                 {f"{cfg.label} ({frames_text(cfg.total_steps)} per task)": [training.evals.rows()]}, result.task_names)
     summary = {"recipe": "a2c_multitask", "suite": cfg.suite, "seed": cfg.seed, "total_steps": cfg.total_steps,
                "wall_s": time.time() - start, **eval_row([result])}
     training.finish(summary)

@@ -16,6 +16,11 @@
 3. Evaluation of each head over ``eval_episodes`` episodes, next to the teachers (Table 2's Scratch column when
    the teachers are A2C) and a uniform random policy; ``results.md`` also gives the normalised score
    ``(R_student − R_random) / (R_teacher − R_random)`` per task.
+
+Device as in ``a2c_multitask`` (``device=``): teachers (loaded with ``map_location="cpu"``, then copied into the
+device's modules), student, loss, optimiser state, observation statistics and rollouts on the training device; the
+KL update and the mixed-behaviour collection make no host read between logging intervals; ``compile``/
+``cudagraphs`` wrap the KL update, ``precision`` autocasts it; ``model.pt`` holds CPU tensors.
 """
 
 from __future__ import annotations
@@ -30,28 +35,31 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
-from torchrl.envs import EnvBase, TransformedEnv
+from torchrl.envs import EnvBase
 from torchrl.objectives import SACLoss, SoftUpdate, ValueEstimators
 
+from tdmt import tables
 from tdmt.algos import a2c_multitask
 from tdmt.algos.a2c_multitask import (
     MODEL_FILE,
     Rollouts,
+    cpu_copy,
     crossed,
     eval_row,
-    format_cell,
     frames_text,
     raw_observation_policy,
+    read_scalars,
     step_keeping_other_rows,
-    table2,
     write_report,
 )
 from tdmt.algos.run import SUMMARY, TrainingRun
 from tdmt.config import BaseConfig
 from tdmt.data import PerTaskReplayBuffer
+from tdmt.device import autocast, speed_wrap
 from tdmt.envs import MultiTaskEnv, TaskObservationNorm, action_masks, get_suite, make_env
+from tdmt.envs.normalize import normalized
 from tdmt.eval import EvalResult, evaluate
-from tdmt.modules.multihead import MultiHeadMLP, actor_stacked_parameters, make_gaussian_actor
+from tdmt.modules.multihead import MultiHeadMLP, actor_stacked_parameters, make_gaussian_actor, task_layout
 from tdmt.objectives import KLGaussianDistillLoss
 from tdmt.progress import tqdm
 from tdmt.report import markdown_table
@@ -115,11 +123,13 @@ def make_teacher_actor(cfg: Config, env: MultiTaskEnv):
     ReLU TanhNormal."""
     s = env.suite
     if cfg.teacher_algo == "a2c":
-        return make_gaussian_actor(s.num_tasks, s.obs_max, s.act_max, (64, 64), shared_trunk=False,
-                                   action_spec=env.action_spec, distribution=cfg.distribution, act_dims=s.act_dims)
-    return make_gaussian_actor(s.num_tasks, s.obs_max, s.act_max, cfg.sac_hidden, shared_trunk=False,
-                               activation=nn.ReLU, action_spec=env.action_spec, distribution=cfg.distribution,
-                               act_dims=s.act_dims)
+        actor = make_gaussian_actor(s.num_tasks, s.obs_max, s.act_max, (64, 64), shared_trunk=False,
+                                    action_spec=env.action_spec, distribution=cfg.distribution, act_dims=s.act_dims)
+    else:
+        actor = make_gaussian_actor(s.num_tasks, s.obs_max, s.act_max, cfg.sac_hidden, shared_trunk=False,
+                                    activation=nn.ReLU, action_spec=env.action_spec, distribution=cfg.distribution,
+                                    act_dims=s.act_dims)
+    return actor.to(cfg.device)
 
 
 def _concat(observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -132,13 +142,14 @@ def make_sac_qvalue(cfg: Config, env: MultiTaskEnv) -> TensorDictSequential:
     net = MultiHeadMLP(s.num_tasks, s.obs_max + s.act_max, 1, cfg.sac_hidden, nn.ReLU, shared_trunk=False)
     return TensorDictSequential(
         TensorDictModule(_concat, in_keys=["observation", "action"], out_keys=["observation_action"]),
-        TensorDictModule(net, in_keys=["observation_action", "task_id"], out_keys=["state_action_value"]))
+        TensorDictModule(net, in_keys=["observation_action", "task_id"], out_keys=["state_action_value"])
+    ).to(cfg.device)
 
 
 def train_sac_teachers(cfg: Config, run_dir: str) -> None:
     """K per-task SAC agents trained together (stacked networks, one batched update per env step; the entropy
     temperature α is shared). Writes ``model.pt`` (``{"actor": ...}``) and ``summary.json`` into ``run_dir``."""
-    env = make_env(cfg.suite, seed=cfg.seed + 20_000, task_onehot=False)
+    env = make_env(cfg.suite, seed=cfg.seed + 20_000, task_onehot=False, device=cfg.device)
     s = env.suite
     actor, qvalue = make_teacher_actor(cfg, env), make_sac_qvalue(cfg, env)
     loss = SACLoss(actor, qvalue, num_qvalue_nets=2, loss_function="l2", alpha_init=1.0,
@@ -147,7 +158,7 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
     target = SoftUpdate(loss, tau=0.005)
     optim = torch.optim.Adam(loss.parameters(), lr=cfg.sac_lr)
     replay = PerTaskReplayBuffer(s.num_tasks, min(cfg.sac_buffer_size_per_task, cfg.teacher_total_steps),
-                                 cfg.sac_batch_size_per_task)
+                                 cfg.sac_batch_size_per_task, device=cfg.device)
     run = TrainingRun(run_dir, checkpoint_every=cfg.checkpoint_every)
     get_state = lambda: {"loss": loss.state_dict(), "optim": optim.state_dict()}  # noqa: E731
 
@@ -163,7 +174,8 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
             exploring = frames < cfg.sac_random_frames
             replay.extend(rollouts.collect(_random_policy(env) if exploring else actor, 1))
             if not exploring:
-                losses = loss(replay.sample())
+                with task_layout("task_major"):  # the replay's [K, N] sample
+                    losses = loss(replay.sample())
                 optim.zero_grad(set_to_none=True)
                 (losses["loss_actor"] + losses["loss_qvalue"] + losses["loss_alpha"]).backward()
                 optim.step()
@@ -176,7 +188,7 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
             if crossed(frames - 1, frames, cfg.checkpoint_every):
                 run.save(frames, get_state, {"replay": replay})
             guard.check(frames)
-    torch.save({"actor": actor.state_dict()}, run.dir / MODEL_FILE)
+    torch.save(cpu_copy({"actor": actor.state_dict()}), run.dir / MODEL_FILE)
     run.finish({"teacher_algo": "sac", "total_steps": frames})
     env.close()
 
@@ -200,7 +212,8 @@ def teachers_model_path(cfg: Config, run_dir: str) -> str:
             suite=cfg.suite, seed=cfg.seed + 20_000, run_dir=teacher_dir, architecture="independent",
             total_steps=cfg.teacher_total_steps, num_envs_per_task=cfg.teacher_envs_per_task, policy=cfg.policy,
             obs_norm=cfg.obs_norm, eval_every=0, eval_episodes=cfg.eval_episodes, log_every=cfg.log_every,
-            checkpoint_every=cfg.checkpoint_every, threads=cfg.threads, logger=cfg.logger, progress=cfg.progress))
+            checkpoint_every=cfg.checkpoint_every, threads=cfg.threads, logger=cfg.logger, progress=cfg.progress,
+            device=cfg.device, precision=cfg.precision, compile=cfg.compile, cudagraphs=cfg.cudagraphs))
     return f"{teacher_dir}/{MODEL_FILE}"
 
 
@@ -209,9 +222,9 @@ class MixedBehaviour:
     """Acts with the student on tasks where ``use_student[k]`` else with the teacher; stores the teacher's
     pre-squash Gaussian under ``("teacher", "loc")`` / ``("teacher", "scale")`` for the distillation loss."""
 
-    def __init__(self, student, teacher, num_tasks: int):
+    def __init__(self, student, teacher, num_tasks: int, device: torch.device | str = "cpu"):
         self.student, self.teacher = student, teacher
-        self.use_student = torch.ones(num_tasks, dtype=torch.bool)
+        self.use_student = torch.ones(num_tasks, dtype=torch.bool, device=device)
 
     def __call__(self, td: TensorDictBase) -> TensorDictBase:
         teacher_td = self.teacher(td.select("observation", "task_id").copy())
@@ -223,50 +236,106 @@ class MixedBehaviour:
         return td
 
 
+class KLStudentLearner:
+    """The student's KL update (module doc, step 2): ``KL(T_k ‖ S_k)`` on task k's rollout (or every task's), its
+    gradient clipped, RMSprop stepping head k alone (:func:`step_keeping_other_rows`) or every head.
+
+    ``update`` makes no host read; with ``compile``/``cudagraphs`` it runs :func:`tdmt.device.speed_wrap`'d
+    functions, one per schedule branch. With ``lr_schedule="linear"`` under a speed option the learning rate is a
+    device tensor updated in place (a changing Python float would recompile the update every iteration).
+    """
+
+    def __init__(self, cfg: Config, student, teacher, act_dims, act_max: int):
+        self.cfg, self.device = cfg, torch.device(cfg.device)
+        self.student = student
+        self.loss = KLGaussianDistillLoss(student, teacher, direction=cfg.direction,
+                                          action_mask=action_masks(act_dims, act_max).to(self.device))
+        speed = cfg.compile or cfg.cudagraphs
+        lr = torch.tensor(cfg.lr, device=self.device) if speed and cfg.lr_schedule == "linear" else cfg.lr
+        # a tensor lr on CUDA needs the capturable (foreach) step, or each step reads it on the host
+        capturable = cfg.cudagraphs or (isinstance(lr, torch.Tensor) and self.device.type == "cuda")
+        self.optim = torch.optim.RMSprop(self.loss.parameters(), lr=lr, alpha=cfg.rmsprop_alpha,
+                                         eps=cfg.rmsprop_eps, capturable=capturable)
+        self.heads = actor_stacked_parameters(student)
+        self.params = list(self.loss.parameters())
+        self.task_index = torch.arange(len(act_dims), device=self.device)
+        wrap = dict(compile=cfg.compile, cudagraphs=cfg.cudagraphs, device=self.device)
+        self._update_task = speed_wrap(self._step_task, **wrap)
+        self._update_all = speed_wrap(self._step_all, **wrap)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optim.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def update(self, data: TensorDictBase, task: int | None = None) -> torch.Tensor:
+        """One step on task ``task``'s rollout ``data`` (``batch[task]``), or on every task's (``[K, E, T]``);
+        returns the KL (a 0-dim tensor)."""
+        if task is None:
+            with task_layout("task_major"):
+                return self._update_all(data)
+        with task_layout("one_task"):
+            return self._update_task(data, self.task_index[task])
+
+    def _backward(self, data: TensorDictBase) -> torch.Tensor:
+        with autocast(self.device, self.cfg.precision):
+            kl = self.loss(data).get("loss_kl")
+        self.optim.zero_grad(set_to_none=True)
+        kl.backward()
+        nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        return kl.detach().float()
+
+    def _step_task(self, data: TensorDictBase, task: torch.Tensor) -> torch.Tensor:
+        kl = self._backward(data)
+        step_keeping_other_rows(self.optim, self.heads, task)
+        return kl
+
+    def _step_all(self, data: TensorDictBase) -> torch.Tensor:
+        kl = self._backward(data)
+        self.optim.step()
+        return kl
+
+    def state_dict(self) -> dict:
+        return {"student": self.student.state_dict(), "optim": self.optim.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        lrs = [group["lr"] for group in self.optim.param_groups]
+        self.optim.load_state_dict(state["optim"])
+        for group, lr in zip(self.optim.param_groups, lrs):  # this run's lr kind and capturable, not the saver's
+            group["lr"], group["capturable"] = lr, self.optim.defaults["capturable"]
+
+
 def distill(cfg: Config, student, teacher, run: TrainingRun, env: MultiTaskEnv,
             eval_env: MultiTaskEnv) -> EvalResult:
     """The distillation loop (module doc, step 2); returns the final evaluation of the student's heads."""
     s = env.suite
-    loss = KLGaussianDistillLoss(student, teacher, direction=cfg.direction,
-                                 action_mask=action_masks(s.act_dims, s.act_max))
-    optim = torch.optim.RMSprop(loss.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps)
-    heads = actor_stacked_parameters(student)
-    get_state = lambda: {"student": student.state_dict(), "optim": optim.state_dict()}  # noqa: E731
-
-    def load(state: dict) -> None:
-        student.load_state_dict(state["student"])
-        optim.load_state_dict(state["optim"])
-
-    frames = run.resume(load)
-    behaviour, rollouts = MixedBehaviour(student, teacher, s.num_tasks), Rollouts(env)
+    learner = KLStudentLearner(cfg, student, teacher, s.act_dims, s.act_max)
+    frames = run.resume(learner.load_state_dict)
+    behaviour, rollouts = MixedBehaviour(student, teacher, s.num_tasks, env.device), Rollouts(env)
     per_iter = cfg.t_max * cfg.num_envs_per_task
-    kl = torch.zeros(())
-    with run.guard(get_state) as guard, tqdm(total=cfg.total_steps, initial=frames, desc="distill",
-                                                    disable=not cfg.progress) as bar:
+    kl = torch.zeros((), device=env.device)
+    with run.guard(learner.state_dict) as guard, tqdm(total=cfg.total_steps, initial=frames, desc="distill",
+                                                       disable=not cfg.progress) as bar:
         while frames < cfg.total_steps:
             if cfg.lr_schedule == "linear":
-                for group in optim.param_groups:
-                    group["lr"] = cfg.lr * (1 - frames / cfg.total_steps)
-            behaviour.use_student = torch.rand(s.num_tasks) < cfg.p_student
+                learner.set_lr(cfg.lr * (1 - frames / cfg.total_steps))
+            behaviour.use_student = torch.rand(s.num_tasks, device=env.device) < cfg.p_student
             batch = rollouts.collect(behaviour, cfg.t_max)
             parts = [(batch[k], k) for k in range(s.num_tasks)] if cfg.update == "cycle" else [(batch, None)]
             for data, task in parts * cfg.epochs:
-                kl = loss(data)["loss_kl"]
-                optim.zero_grad(set_to_none=True)
-                kl.backward()
-                nn.utils.clip_grad_norm_(list(loss.parameters()), cfg.max_grad_norm)
-                if task is None:
-                    optim.step()
-                else:
-                    step_keeping_other_rows(optim, heads, task)
+                kl = learner.update(data, task)
             before, frames = frames, frames + per_iter
             bar.update(per_iter)
             if crossed(before, frames, cfg.log_every):
-                run.metrics.log(frames, loss_kl=kl.item(), **rollouts.pop_returns(s.task_names, "behaviour"))
+                run.metrics.log(frames, **read_scalars({"loss_kl": kl}),
+                                **rollouts.pop_returns(s.task_names, "behaviour"))
             if crossed(before, frames, cfg.eval_every) and frames < cfg.total_steps:
                 run.evals.log(frames, **eval_row([evaluate(eval_env, student)]))
             if crossed(before, frames, cfg.checkpoint_every):
-                run.save(frames, get_state)
+                run.save(frames, learner.state_dict)
             guard.check(frames)
     result = paired_evaluate(eval_env, student, cfg.seed + 10_000)
     run.evals.log(frames, **eval_row([result]))
@@ -286,28 +355,37 @@ def normalised_scores(student: EvalResult, teacher: EvalResult, random: EvalResu
             for s, t, r in zip(student.return_mean, teacher.return_mean, random.return_mean)]
 
 
-def teachers_obs_norm(state: dict, num_tasks: int, obs_dim: int) -> TaskObservationNorm | None:
+def teachers_obs_norm(state: dict, num_tasks: int, obs_dim: int,
+                      device: torch.device | str = "cpu") -> TaskObservationNorm | None:
     """The teachers' observation statistics from their ``model.pt`` (A2C teachers with ``obs_norm``), else ``None``."""
     if "obs_norm" not in state:
         return None
-    norm = TaskObservationNorm(num_tasks, obs_dim)
+    norm = TaskObservationNorm(num_tasks, obs_dim, device=device)
     norm.load_state_dict(state["obs_norm"])
     return norm
 
 
 def load_model_policy(cfg: Config, model_path: str) -> Callable[[TensorDictBase], TensorDictBase]:
     """The distilled student in a ``distill_kl`` ``model.pt`` trained with ``cfg``, acting on raw observations of
-    ``make_env(cfg.suite)`` (normalised first with the saved teachers' statistics, if any)."""
+    ``make_env(cfg.suite)`` (normalised first with the saved teachers' statistics, if any), on the CPU whatever
+    device trained it."""
     suite = get_suite(cfg.suite)
-    state = torch.load(model_path)
+    state = torch.load(model_path, map_location="cpu")
     student = make_gaussian_actor(suite.num_tasks, suite.obs_max, suite.act_max, cfg.student_hidden,
                                   distribution=cfg.distribution, act_dims=suite.act_dims)
     student.load_state_dict(state["actor"])
     return raw_observation_policy(student, teachers_obs_norm(state, suite.num_tasks, suite.obs_max))
 
 
+def make_student(cfg: Config, env: MultiTaskEnv):
+    """The multi-head student (shared ``student_hidden`` layers, one head per task) on the training device."""
+    s = env.suite
+    return make_gaussian_actor(s.num_tasks, s.obs_max, s.act_max, cfg.student_hidden, action_spec=env.action_spec,
+                               distribution=cfg.distribution, act_dims=s.act_dims).to(cfg.device)
+
+
 def _seen_through(env: MultiTaskEnv, norm: TaskObservationNorm | None) -> EnvBase:
-    return env if norm is None else TransformedEnv(env, norm.frozen())
+    return env if norm is None else normalized(env, norm.frozen())
 
 
 def run(cfg: Config) -> dict:
@@ -323,29 +401,30 @@ def run(cfg: Config) -> dict:
     model_path = teachers_model_path(cfg, run_dir)
     training = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     suite = get_suite(cfg.suite)
-    teacher_state = torch.load(model_path)
-    norm = teachers_obs_norm(teacher_state, suite.num_tasks, suite.obs_max)
-    base_env = make_env(cfg.suite, seed=cfg.seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False)
-    base_eval = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, task_onehot=False)
+    teacher_state = torch.load(model_path, map_location="cpu")  # a GPU run's teachers load anywhere
+    norm = teachers_obs_norm(teacher_state, suite.num_tasks, suite.obs_max, cfg.device)
+    base_env = make_env(cfg.suite, seed=cfg.seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False,
+                        device=cfg.device)
+    base_eval = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, task_onehot=False,
+                         device=cfg.device)
     env, eval_env = _seen_through(base_env, norm), _seen_through(base_eval, norm)
     teacher = make_teacher_actor(cfg, base_env)
     teacher.load_state_dict(teacher_state["actor"])
     teacher.requires_grad_(False)
-    student = make_gaussian_actor(suite.num_tasks, suite.obs_max, suite.act_max, cfg.student_hidden,
-                                  action_spec=base_env.action_spec, distribution=cfg.distribution,
-                                  act_dims=suite.act_dims)
+    student = make_student(cfg, base_env)
     result = distill(cfg, student, teacher, training, env, eval_env)
-    torch.save({"actor": student.state_dict(), **({"obs_norm": norm.state_dict()} if norm is not None else {})},
-               training.dir / MODEL_FILE)
+    torch.save(cpu_copy({"actor": student.state_dict(), **({"obs_norm": norm.state_dict()} if norm is not None
+                                                             else {})}), training.dir / MODEL_FILE)
     teacher_result = paired_evaluate(eval_env, teacher, cfg.seed + 10_000)
     random_result = paired_evaluate(eval_env, _random_policy(base_eval), cfg.seed + 10_000)
     scores = normalised_scores(result, teacher_result, random_result)
+    teacher_budget = (f"from {cfg.teacher_path}" if cfg.teacher_path
+                      else f"{frames_text(cfg.teacher_total_steps)} per task")
     write_report(training, f"KL distillation ({cfg.direction}) — {cfg.suite}",
-                 table2(suite.task_names, {
-                     cfg.teacher_label: (teacher_result, f"from {cfg.teacher_path}" if cfg.teacher_path
-                                         else f"{frames_text(cfg.teacher_total_steps)} per task"),
-                     "Distillation multi-task": (result, f"{frames_text(cfg.total_steps)} per task")}),
-                 suite.task_names, notes=_score_table(suite.task_names, teacher_result, random_result, scores))
+                 {f"{cfg.teacher_label} ({teacher_budget})": [[teacher_result.as_row()]],
+                  f"Distillation multi-task ({frames_text(cfg.total_steps)} per task)": [training.evals.rows()]},
+                 suite.task_names, notes=_score_table(suite.task_names, teacher_result.as_row(),
+                                                      random_result.as_row(), training.evals.rows()))
     summary = {"recipe": "distill_kl", "suite": cfg.suite, "seed": cfg.seed, "total_steps": cfg.total_steps,
                "teacher_algo": cfg.teacher_algo, "wall_s": time.time() - start, **eval_row([result]),
                **{f"teacher/{k.split('/', 1)[1]}": v for k, v in eval_row([teacher_result]).items()},
@@ -357,8 +436,14 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _score_table(task_names, teacher: EvalResult, random: EvalResult, scores: list[float]) -> str:
-    rows = [[n, format_cell(t, ts), format_cell(r, rs), f"{sc:.3f}"] for n, t, ts, r, rs, sc in zip(
-        task_names, teacher.return_mean, teacher.return_std, random.return_mean, random.return_std, scores)]
+def _score_table(task_names: list[str], teacher: dict, random: dict, student: tables.Rows) -> str:
+    """Arora's normalised score of the student's final evaluation (:func:`tdmt.tables.normalised`) per task, next
+    to the teacher's and the random policy's evaluation rows (mean ± std over the episodes)."""
+    rows = []
+    for name in task_names:
+        values = [tables.task_score(r, name, "final_return") for r in ([teacher], [random], student)]
+        spreads = [tables.episode_std(r, name, "final_return") for r in ([teacher], [random])]
+        rows.append([name, *(tables.cell(tables.Stat.of([v]), s) for v, s in zip(values, spreads)),
+                     f"{tables.normalised(values[2], values[0], values[1]):.3f}"])
     return ("\nNormalised score of the student, (R_student − R_random) / (R_teacher − R_random):\n\n"
             + markdown_table(["Environment", "Teacher", "Random policy", "Normalised score"], rows))

@@ -16,7 +16,7 @@ Reset observations are normalised but not counted (the next step counts the stat
 Padded observation dims are always 0: their variance clamps at 0.01 and they stay 0.
 
 :meth:`TaskObservationNorm.frozen` gives a transform for evaluation envs that shares the same statistics
-(in-place updates are seen) and never updates them.
+(in-place updates are seen) and never updates them. :func:`normalized` puts either on a multi-task env.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, Composite
+from torchrl.envs import EnvBase, TransformedEnv
 from torchrl.envs.transforms import ObservationTransform
 
 COUNT_PRIOR, SQUARE_PRIOR, VAR_RANGE = 1e-2, 1e-2, (1e-2, 1e9)
@@ -37,17 +38,20 @@ class TaskObservationNorm(ObservationTransform):
             ``task_id == k``).
         clip: the bound on normalised values (5 in the public code).
         in_keys: the observation keys to normalise; ``task_id_key`` selects the statistics.
+        device: where the statistics live (the training device: the env's step output is already there, and the
+            update is batched over rows with ``index_add_``, no host read).
     """
 
     def __init__(self, num_tasks: int, obs_dim: int, clip: float = 5.0, in_keys: tuple[str, ...] = ("observation",),
-                 task_id_key: str = "task_id"):
+                 task_id_key: str = "task_id", device: torch.device | str = "cpu"):
         if clip <= 0:
             raise ValueError(f"obs_clip={clip} is out of range; valid: > 0")
         super().__init__(in_keys=list(in_keys), out_keys=list(in_keys))
         self.clip, self.task_id_key, self.frozen_stats = clip, task_id_key, False
-        self.register_buffer("count", torch.full((num_tasks,), COUNT_PRIOR, dtype=torch.float64))
-        self.register_buffer("sum", torch.zeros(num_tasks, obs_dim, dtype=torch.float64))
-        self.register_buffer("sum_sq", torch.full((num_tasks, obs_dim), SQUARE_PRIOR, dtype=torch.float64))
+        stats = {"dtype": torch.float64, "device": device}
+        self.register_buffer("count", torch.full((num_tasks,), COUNT_PRIOR, **stats))
+        self.register_buffer("sum", torch.zeros(num_tasks, obs_dim, **stats))
+        self.register_buffer("sum_sq", torch.full((num_tasks, obs_dim), SQUARE_PRIOR, **stats))
 
     def loc_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ, σ)``, each ``[K, obs_dim]`` float32."""
@@ -91,7 +95,25 @@ class TaskObservationNorm(ObservationTransform):
     def frozen(self) -> TaskObservationNorm:
         """A transform that reads these statistics (shared tensors) and never updates them: for evaluation."""
         num_tasks, obs_dim = self.sum.shape
-        out = TaskObservationNorm(num_tasks, obs_dim, self.clip, tuple(self.in_keys), self.task_id_key)
+        out = TaskObservationNorm(num_tasks, obs_dim, self.clip, tuple(self.in_keys), self.task_id_key,
+                                  self.sum.device)
         out.count, out.sum, out.sum_sq = self.count, self.sum, self.sum_sq
         out.frozen_stats = True
         return out
+
+
+class _HostResetTransformedEnv(TransformedEnv):
+    """A ``TransformedEnv`` that, like :class:`~tdmt.envs.MultiTaskEnv` itself, reads "is any row done" from the
+    base env's host copy of the last step's done flags (TorchRL's ``maybe_reset`` would read it on the device: a
+    host–device sync per env step on a GPU). Only a step where an episode ends takes TorchRL's path."""
+
+    def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
+        host_done = getattr(self.base_env, "_last_done", None)  # MultiTaskEnv's gymnasium done flags (numpy)
+        if host_done is not None and not host_done.any():
+            return tensordict
+        return super().maybe_reset(tensordict)
+
+
+def normalized(env: EnvBase, norm: TaskObservationNorm) -> TransformedEnv:
+    """``env`` seen through ``norm`` (training statistics, or :meth:`TaskObservationNorm.frozen` ones)."""
+    return _HostResetTransformedEnv(env, norm)

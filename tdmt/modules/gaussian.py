@@ -32,7 +32,8 @@ class MaskedNormal(D.Independent):
     """``N(loc, diag scale²)`` over the last dim, log-probability and entropy summed over the real dims only."""
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, mask: torch.Tensor | None = None):
-        super().__init__(D.Normal(loc, scale), 1, validate_args=False)
+        # no argument checks: each is a host read of a device tensor (``scale > 0`` ...) on every forward
+        super().__init__(D.Normal(loc, scale, validate_args=False), 1, validate_args=False)
         self.mask = mask
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

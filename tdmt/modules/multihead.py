@@ -13,6 +13,11 @@ Rows are routed to their task's parameters without a Python loop over tasks, by 
   reaches head i alone;
 * mixed rows: each row gathers its task's weights (``weight[task_id]``) and one batched matrix product applies them.
 
+Picking the path from ``task_id``'s values reads them on the host (a host–device sync per forward on a GPU). A
+caller that knows its data's layout says so with :func:`task_layout` (``"task_major"``: the env's ``[K, E]`` batch,
+the per-task replay's ``[K, N]``; ``"one_task"``: one task's rollout) and the forward makes no sync: the one-task
+path then reads the task from the first row on the device (``index_select``).
+
 ``make_gaussian_actor`` and ``make_value_critic`` wrap these into TorchRL modules (``ProbabilisticActor`` and
 ``ValueOperator``). The actor's default is the paper's Gaussian as its public code builds it
 (jasonkrone/elen6885-final-project, ``model.MLPPolicy``): an unsquashed mean head, one learned state-independent
@@ -24,7 +29,9 @@ log-probability and entropy (:mod:`tdmt.modules.gaussian`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import torch
 from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
@@ -36,12 +43,31 @@ from tdmt.modules.gaussian import MaskedNormal, MaskedTanhNormal
 from tdmt.modules.stacked import StackedLinear
 
 DISTRIBUTIONS = ("gaussian", "tanh_normal")
+LAYOUTS = ("task_major", "one_task")
+_layout: list[str] = []  # the innermost :func:`task_layout` in force (empty: read the layout from the values)
 
 
-def _route(task_id: torch.Tensor, num_tasks: int) -> str | int:
-    """``"stacked"`` for task-major ``[K, ...]`` ids, ``i`` when every id is i, else ``"gather"``."""
+@contextlib.contextmanager
+def task_layout(layout: Literal["task_major", "one_task"]) -> Iterator[None]:
+    """Within the block, every :class:`MultiHeadMLP` forward takes its data's layout as given instead of reading
+    ``task_id`` on the host: ``"task_major"`` (row k of the leading ``[K, ...]`` dim is task k) or ``"one_task"``
+    (every row has the first row's task). Not checked: a wrong layout routes rows through the wrong heads."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not valid; valid: {list(LAYOUTS)}")
+    _layout.append(layout)
+    try:
+        yield
+    finally:
+        _layout.pop()
+
+
+def _route(task_id: torch.Tensor, num_tasks: int) -> str | int | torch.Tensor:
+    """``"stacked"`` for task-major ``[K, ...]`` ids, ``i`` when every id is i, else ``"gather"``; under
+    :func:`task_layout`, ``"stacked"`` or the first row's task as a ``[1]`` tensor, without reading the values."""
     if task_id.numel() == 0:
         raise ValueError("empty task_id batch")
+    if _layout:
+        return "stacked" if _layout[-1] == "task_major" else task_id.reshape(-1)[:1]
     if torch._C._functorch.is_batchedtensor(task_id):  # inside vmap: no data-dependent branch
         return "gather"
     low, high = int(task_id.min()), int(task_id.max())
@@ -56,8 +82,12 @@ def _route(task_id: torch.Tensor, num_tasks: int) -> str | int:
     return "gather"
 
 
-def _per_task_linear(layer: StackedLinear, h: torch.Tensor, task_id: torch.Tensor, route: str | int) -> torch.Tensor:
+def _per_task_linear(layer: StackedLinear, h: torch.Tensor, task_id: torch.Tensor,
+                     route: str | int | torch.Tensor) -> torch.Tensor:
     """Apply ``layer`` to ``h`` (``[*B, in]``) where row b uses stack ``task_id[b]``, following ``route``."""
+    if isinstance(route, torch.Tensor):  # one task, given on the device: no host read of its index
+        weight, bias = layer.weight.index_select(0, route)[0], layer.bias.index_select(0, route)[0]
+        return torch.addmm(bias, h.reshape(-1, layer.in_features), weight).reshape(*h.shape[:-1], layer.out_features)
     if route == "stacked":
         return layer(h)
     if isinstance(route, int):
