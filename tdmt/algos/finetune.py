@@ -15,6 +15,9 @@
 
 ``results.md`` follows Table 1: the Scratch row (E1: the E1 policy on E1; E2: the E2 policy on E2), then one
 ``E1 → E2`` row per evaluation during fine-tuning. Swap ``source_task``/``target_task`` for the ``E2 → E1`` rows.
+
+``device``, ``precision``, ``compile`` and ``cudagraphs`` reach every phase (``a2c_multitask``'s device handling);
+each phase's ``model.pt`` holds CPU tensors and is read back with ``map_location="cpu"``.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from typing import ClassVar, Literal
 
 import torch
 
+from tdmt import tables
 from tdmt.algos import a2c_multitask
-from tdmt.algos.a2c_multitask import MODEL_FILE, A2CAgent, format_cell, make_agent, train_a2c
+from tdmt.algos.a2c_multitask import MODEL_FILE, A2CAgent, cpu_copy, make_agent, train_a2c
 from tdmt.algos.run import TrainingRun
 from tdmt.config import BaseConfig
 from tdmt.envs import MultiTaskEnv, get_suite, make_env
@@ -77,7 +81,8 @@ class Config(BaseConfig):
             gamma=self.gamma, lr=self.lr, entropy_coeff=self.entropy_coeff, value_coeff=self.value_coeff,
             max_grad_norm=self.max_grad_norm, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
             log_every=self.log_every, checkpoint_every=self.checkpoint_every, threads=self.threads,
-            logger=self.logger, progress=self.progress)
+            logger=self.logger, progress=self.progress, device=self.device, precision=self.precision,
+            compile=self.compile, cudagraphs=self.cudagraphs)
 
 
 def _train_phase(cfg: Config, task: str, frames: int, run_dir: str, eval_envs: list[MultiTaskEnv],
@@ -87,18 +92,17 @@ def _train_phase(cfg: Config, task: str, frames: int, run_dir: str, eval_envs: l
     phase = cfg.phase(task, frames, run_dir)
     run = TrainingRun(run_dir, phase, checkpoint_every=cfg.checkpoint_every)
     env = make_env(cfg.suite, seed=cfg.seed, num_envs_per_task=cfg.num_envs_per_task, task_onehot=False,
-                   tasks=[task])
+                   tasks=[task], device=cfg.device)
     agent = make_agent(phase, env)
     if run.done:
-        agent.load_state_dict(torch.load(run.dir / MODEL_FILE))
+        agent.load_state_dict(torch.load(run.dir / MODEL_FILE, map_location="cpu"))
     else:
         if init is not None:
             agent.load_state_dict(init, optimizer=False)
             agent.freeze_for_finetuning(cfg.finetune_layers)
-            agent.optim = torch.optim.RMSprop([p for p in agent.loss.parameters() if p.requires_grad], lr=phase.lr,
-                                              alpha=phase.rmsprop_alpha, eps=phase.rmsprop_eps)
+            agent.set_optimizer([p for p in agent.loss.parameters() if p.requires_grad])
         train_a2c(agent, env, run, phase, eval_envs, desc=f"a2c on {task}")
-        torch.save(agent.state_dict(), run.dir / MODEL_FILE)
+        torch.save(cpu_copy(agent.state_dict()), run.dir / MODEL_FILE)
         run.finish({"task": task, "frames": frames})
     env.close()
     return agent, run.evals.rows()
@@ -113,7 +117,7 @@ def run(cfg: Config) -> dict:
     start = time.time()
     tasks = [cfg.source_task, cfg.target_task]
     eval_envs = [make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=cfg.eval_episodes, task_onehot=False,
-                          tasks=[t]) for t in tasks]
+                          tasks=[t], device=cfg.device) for t in tasks]
     source, source_rows = _train_phase(cfg, cfg.source_task, cfg.source_frames, f"{run_dir}/source",
                                        eval_envs, None)
     _, target_rows = _train_phase(cfg, cfg.target_task, cfg.target_frames, f"{run_dir}/target",
@@ -137,10 +141,13 @@ def run(cfg: Config) -> dict:
 
 
 def _results_md(cfg: Config, source_rows: list[dict], target_rows: list[dict], scratch_rows: list[dict]) -> str:
+    """Arora Table 1's cells (:func:`tdmt.tables.task_score` ``mean_return``, as ``tdmt report --paper
+    arora-table1``): each evaluation's mean ± std of the return over its episodes."""
     e1, e2 = cfg.source_task, cfg.target_task
 
     def cell(row: dict, task: str) -> str:
-        return format_cell(float(row[f"eval/{task}/return"]), float(row[f"eval/{task}/return_std"]))
+        return tables.cell(tables.Stat.of([tables.task_score([row], task, "mean_return")]),
+                           tables.episode_std([row], task, "mean_return"))
 
     scratch_e2 = cell(scratch_rows[-1], e2) if scratch_rows else "—"
     rows = [["Scratch", f"{cfg.source_frames:,}", cell(source_rows[-1], e1), scratch_e2]]
