@@ -52,7 +52,10 @@ def evaluate(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBas
              exploration: ExplorationType = ExplorationType.DETERMINISTIC,
              callback: Callable[[MultiTaskEnv, TensorDictBase], None] | None = None) -> EvalResult:
     """Run one episode in every row of ``env`` (batch ``[K]`` or ``[K, E]``) with ``policy``; ``callback(env, td)``
-    is TorchRL ``rollout``'s per-step hook (e.g. rendering frames)."""
+    is TorchRL ``rollout``'s per-step hook (e.g. rendering frames).
+
+    ``policy`` runs where ``env`` hands its batches over (``make_env(device=)``: a CUDA actor with a CUDA env); the
+    figures are read to the host once, at the end."""
     steps = max(t.max_episode_steps for t in env.suite.tasks)
     with set_exploration_type(exploration):
         rollout = env.rollout(steps, policy, break_when_any_done=False, callback=callback)
@@ -64,7 +67,7 @@ def evaluate(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBas
     if env.suite.success_metric:
         hit = (rollout.get(("next", "success")).squeeze(-1) * valid).amax(-1).reshape(env.suite.num_tasks, -1)
         success = (hit > 0).float().mean(-1).tolist()
-    std = returns.std(-1, unbiased=False) if returns.shape[-1] > 1 else torch.zeros(returns.shape[0])
+    std = returns.std(-1, unbiased=False) if returns.shape[-1] > 1 else torch.zeros_like(returns[:, 0])
     return EvalResult(env.suite.task_names, returns.mean(-1).tolist(), std.tolist(), success)
 
 

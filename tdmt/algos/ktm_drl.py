@@ -36,12 +36,12 @@ from tdmt.algos.td3_common import (
     OnlineCollector,
     TD3Config,
     TD3Learner,
+    build_learner,
     due,
     eval_row,
-    make_value_estimator,
-    max_average,
+    log_metrics,
     sample_task,
-    teacher_returns,
+    teacher_rows,
     write_results,
 )
 from tdmt.algos.teachers import load_replay
@@ -137,11 +137,13 @@ def find_teachers(suite: str, seed: int, root: Path = RUNS_ROOT) -> Path:
     return found[0] / "teachers"
 
 
-def load_offline_data(teachers: Path, suite: Suite, batch_size: int) -> PerTaskReplayBuffer:
-    """The teachers' buffers D_1..D_K in one per-task buffer (padded to the suite's sizes)."""
+def load_offline_data(teachers: Path, suite: Suite, batch_size: int, device: str | torch.device = "cpu"
+                      ) -> PerTaskReplayBuffer:
+    """The teachers' buffers D_1..D_K in one per-task buffer (padded to the suite's sizes) on ``device`` (the replay
+    device: the offline stage's samples never cross the bus)."""
     data = [load_replay(teachers / name / "replay", k, suite.num_tasks, suite.obs_max, suite.act_max)
             for k, name in enumerate(suite.task_names)]
-    buffer = PerTaskReplayBuffer(suite.num_tasks, max(d.shape[0] for d in data), batch_size)
+    buffer = PerTaskReplayBuffer(suite.num_tasks, max(d.shape[0] for d in data), batch_size, device=device)
     for d in data:
         buffer.extend(d)
     return buffer
@@ -149,13 +151,13 @@ def load_offline_data(teachers: Path, suite: Suite, batch_size: int) -> PerTaskR
 
 def build_student(cfg: Config, suite: Suite, masks: torch.Tensor, teachers: StackedTeachers | None,
                   mode: str) -> TD3Learner:
-    """Student actor/critic (padded inputs [+ task one-hot]), the teacher-distill loss and its optimisers."""
+    """Student actor/critic (padded inputs [+ task one-hot]), the teacher-distill loss and its optimisers, on the
+    training device (with the teachers)."""
     actor = make_student_actor(suite.obs_max, suite.act_max, suite.num_tasks, cfg.hidden, cfg.use_onehot)
     critic = make_student_critic(suite.obs_max, suite.act_max, suite.num_tasks, cfg.hidden, cfg.use_onehot)
     loss = TeacherDistillTD3Loss(actor, critic, teachers, action_masks=masks, mode=mode, alpha=cfg.alpha,
                                  beta=cfg.beta, policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip)
-    make_value_estimator(loss, cfg.gamma)
-    return TD3Learner(loss, cfg.lr, cfg.tau, cfg.policy_delay, cfg.precision, schedule=cfg.update_schedule)
+    return build_learner(loss, cfg, schedule=cfg.update_schedule)
 
 
 def run(cfg: Config) -> dict:
@@ -168,16 +170,18 @@ def run(cfg: Config) -> dict:
     tdir = cfg.resolved_teachers_dir(required=cfg.needs_teachers())
     teachers = StackedTeachers.load(tdir, suite.task_names, suite.obs_max, suite.act_max) \
         if cfg.needs_teachers() else None
-    offline = load_offline_data(tdir, suite, N) if cfg.offline_steps else None
-    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
+    replay = cfg.replay_options(cfg.resolved_run_dir())
+    offline = load_offline_data(tdir, suite, N, replay["replay_device"]) if cfg.offline_steps else None
+    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
     learner = build_student(cfg, suite, eval_env.action_masks, teachers, "offline" if cfg.offline_steps else "online")
     actor = learner.loss.actor_network
     if cfg.per_task_replay:  # the K tasks' envs step together
-        env = make_env(cfg.suite, seed=cfg.seed)
-        collector, turns = OnlineCollector(env, cfg.buffer_size_per_task, N), None
+        env = make_env(cfg.suite, seed=cfg.seed, device=cfg.device)  # steps on the host, hands over on the device
+        collector, turns = OnlineCollector(env, cfg.buffer_size_per_task, N, **replay), None
         buffers = {"online": collector.buffer}
     else:  # w/o HER: one task's env at a time
-        env, collector, turns = None, None, EpisodeTurns(suite, cfg.seed, cfg.buffer_size_per_task, N)
+        env, collector = None, None
+        turns = EpisodeTurns(suite, cfg.seed, cfg.buffer_size_per_task, N, device=cfg.device, **replay)
         buffers = {"online": turns.buffer}
     trun = TrainingRun(cfg.resolved_run_dir(), cfg, checkpoint_every=cfg.checkpoint_every)
 
@@ -218,8 +222,8 @@ def run(cfg: Config) -> dict:
                         if learn:
                             learner.update_task(turns.sample(k), k)
             done = t + 1
-            if learner.stats and due(done, cfg.log_every):
-                trun.metrics.log(done, stage=stage, **learner.read_stats())
+            if due(done, cfg.log_every):
+                log_metrics(trun, done, learner, collector, suite, stage=stage)
             if due(done, cfg.eval_every) or done in (cfg.offline_steps, total):
                 trun.evals.log(done, **eval_row(eval_env, actor, stage, EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, get_state, buffers)
@@ -233,12 +237,13 @@ def run(cfg: Config) -> dict:
 
 
 def report(trun: TrainingRun, cfg: Config, suite: Suite, tdir: Path | None) -> dict:
-    """results.md rows: the method (max over all evaluations) and, with both stages, the student after offline."""
+    """results.md columns: the teachers (Ideal), the method (all evaluations) and, with both stages, the student
+    after offline (the offline stage's evaluations)."""
     rows = trun.evals.rows()
-    methods = {cfg.label: max_average(rows, suite.task_names)}
+    methods = {cfg.label: rows}
     if cfg.offline_steps and cfg.online_steps:
-        methods["KTM-DRL after the offline stage"] = max_average(rows, suite.task_names, stage="offline")
-    ideal = teacher_returns(tdir, suite.task_names) if tdir else None
+        methods["KTM-DRL after the offline stage"] = [r for r in rows if r.get("stage") == "offline"]
+    ideal = teacher_rows(tdir, suite.task_names) if tdir else None
     summary = write_results(trun, f"{cfg.label} — {cfg.suite}, seed {cfg.seed}", suite, methods, ideal, cfg.label,
                             extra=f"\nBudget: offline {cfg.offline_steps} + online {cfg.online_steps} epochs "
                                   f"({cfg.update_schedule} updates); {cfg.eval_episodes} evaluation episodes per "

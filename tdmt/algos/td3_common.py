@@ -19,30 +19,30 @@ Logged losses stay tensors until a metrics row is written (no host synchronisati
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from torchrl.objectives import SoftUpdate, TD3Loss, ValueEstimators
 
+from tdmt import tables
 from tdmt.algos.run import TrainingRun
 from tdmt.config import BaseConfig
 from tdmt.data import PerTaskReplayBuffer
-from tdmt.envs import MultiTaskEnv, PadSpaces, Suite, action_masks
+from tdmt.device import autocast, resolve_device, speed_wrap
+from tdmt.envs import MultiTaskEnv, PadSpaces, Suite, TorchActions, action_masks
 from tdmt.eval import evaluate
 from tdmt.objectives import TeacherDistillTD3Loss
 from tdmt.optim import PCGrad
-from tdmt.report import markdown_table, plot_curves, write_text
+from tdmt.report import plot_curves, write_text
 
-PRECISIONS = ("float32", "bfloat16")
 SCHEDULES = ("per_task", "batched")
 EVAL_SEED = 10_000  # evaluation envs use seed EVAL_SEED + run seed
 
@@ -63,24 +63,41 @@ class TD3Config(BaseConfig):
     policy_noise: float = 0.2  # σ of the target-policy smoothing noise (Eq. 3; Gaussian)
     noise_clip: float = 0.5  # c: the smoothing noise is clipped to [-c, c]
     expl_noise: float = 0.1  # σ of the Gaussian exploration noise
+    replay_device: str = ""  # where the replay rings live; empty: the training device (a sample never crosses the bus)
+    storage: Literal["memory", "memmap"] = "memory"  # replay: RAM, or memory-mapped files in the run folder (CPU)
 
     RANGES: ClassVar[dict[str, str]] = {"hidden": "non-empty sizes >= 1"}
 
+    def validate(self) -> None:
+        super().validate()
+        replay = self.resolved_replay_device()
+        if self.storage == "memmap" and replay.type != "cpu":
+            raise ValueError(f"storage='memmap' with replay_device={str(replay)!r} is not valid; valid: "
+                             "replay_device=cpu (memory-mapped files live in host memory), or storage=memory")
 
-def autocast(precision: str):
-    """bf16 autocast on CPU (DESIGN §7: 1.3–1.9× on avx512_bf16) or a no-op for float32."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not valid; valid: {list(PRECISIONS)}")
-    if precision == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    def resolved_replay_device(self) -> torch.device:
+        """``replay_device``, or the training device when it is empty (refused in one line when not visible)."""
+        if not self.replay_device:
+            return resolve_device(self.device)
+        try:
+            return resolve_device(self.replay_device)
+        except ValueError as e:
+            raise ValueError(f"replay_{e}") from None
+
+    def replay_options(self, run_dir: str | Path) -> dict[str, Any]:
+        """Where the per-task replay D'_k lives (:class:`OnlineCollector`, :class:`EpisodeTurns` keywords): on
+        :meth:`resolved_replay_device`, memory-mapped files under ``<run_dir>/replay-storage`` with
+        ``storage=memmap``."""
+        return {"replay_device": self.resolved_replay_device(), "storage": self.storage,
+                "scratch_dir": Path(run_dir) / "replay-storage"}
 
 
-def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+def _adam(params: list[torch.Tensor], lr: float, capturable: bool = False) -> torch.optim.Adam:
     """Adam with the fused kernel where it exists (float32 on CPU or CUDA): one kernel for all parameters instead
-    of a Python loop over them, which K updates per epoch would pay K times."""
+    of a Python loop over them, which K updates per epoch would pay K times. ``capturable``: step counters on the
+    device, as CUDA-graph capture needs."""
     fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None, capturable=capturable)
 
 
 @dataclass
@@ -103,8 +120,11 @@ class TD3Learner:
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
     pcgrad: bool = False
     schedule: str = "batched"
+    compile: bool = False  # torch.compile each update function (tdmt.device.speed_wrap; tested against eager)
+    cudagraphs: bool = False  # capture each update function as a CUDA graph (CUDA only; tested against eager)
     updates: int = 0
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # the latest critic and actor losses, as tensors
+    device: torch.device = field(init=False)  # where the loss's parameters live (the training device)
     actor_optim: torch.optim.Optimizer = field(init=False)
     critic_optim: torch.optim.Optimizer = field(init=False)
     target_updater: SoftUpdate = field(init=False)
@@ -116,6 +136,11 @@ class TD3Learner:
                                             or not isinstance(self.loss, TeacherDistillTD3Loss)):
             raise ValueError("schedule='per_task' is not valid with pcgrad, reduce= or a loss other than "
                              "TeacherDistillTD3Loss; valid: schedule='batched'")
+        self.device = next(iter(self.loss.actor_network_params.values(True, True))).device
+        if self.cudagraphs and (self.device.type != "cuda" or self.pcgrad):
+            raise ValueError(f"cudagraphs=True with a loss on {self.device} and pcgrad={self.pcgrad} is not valid; "
+                             "valid: a loss on CUDA without pcgrad (PCGrad draws its projection order on the host)")
+        self._wrapped: dict[tuple, Callable[[TensorDictBase], tuple[torch.Tensor, ...]]] = {}
         self.reset_optimizers()
         self.target_updater = SoftUpdate(self.loss, tau=self.tau)  # registers the targets with TorchRL
         loss = self.loss
@@ -131,11 +156,12 @@ class TD3Learner:
 
     def reset_optimizers(self) -> None:
         """Fresh Adam states (KTM-DRL's public code starts the online stage with new optimisers)."""
-        self.actor_optim = _adam(list(self.loss.actor_network_params.values(True, True)), self.lr)
-        self.critic_optim = _adam(list(self.loss.qvalue_network_params.values(True, True)), self.lr)
+        self.actor_optim = _adam(list(self.loss.actor_network_params.values(True, True)), self.lr, self.cudagraphs)
+        self.critic_optim = _adam(list(self.loss.qvalue_network_params.values(True, True)), self.lr, self.cudagraphs)
         if self.pcgrad:
             self.actor_optim, self.critic_optim = PCGrad(self.actor_optim), PCGrad(self.critic_optim)
         self.stats = {}
+        self._wrapped.clear()  # compiled or captured updates hold the old optimisers' state
 
     # ------------------------------------------------------------------ updates
     def update(self, batch: TensorDictBase, actor_every: int | None = None, soft_update: bool = True) -> None:
@@ -145,67 +171,90 @@ class TD3Learner:
         ``actor_every``-th round (default: the policy delay d).
         """
         every = self.policy_delay if actor_every is None else actor_every
-        actor_round = (self.updates + 1) % every == 0
-        if self.schedule == "per_task":
-            self._per_task_round(batch, actor_round, soft_update)
-        else:
-            self._batched_update(batch, actor_round, soft_update)
+        actor = (self.updates + 1) % every == 0
+        self._keep(self._function("round" if self.schedule == "per_task" else "batched", actor, soft_update)(batch))
         self.updates += 1
 
     def update_task(self, batch: TensorDictBase, task: int, actor_every: int | None = None,
                     soft_update: bool = True) -> None:
         """One update on transitions of task ``task`` only (the "w/o HER" ablation's stream of updates)."""
         every = self.policy_delay if actor_every is None else actor_every
-        with autocast(self.precision):
+        self.updates += 1
+        self._keep(self._function("task", self.updates % every == 0, soft_update, task)(batch))
+
+    def _function(self, kind: str, actor: bool, soft_update: bool, task: int | None = None
+                  ) -> Callable[[TensorDictBase], tuple[torch.Tensor, ...]]:
+        """The update function of one branch (``kind``, loss mode, actor step or not, ...): the Python decisions
+        are taken here, outside what ``compile=`` traces and ``cudagraphs=`` captures (one function per branch)."""
+        key = (kind, getattr(self.loss, "mode", None), actor, soft_update, task)  # TorchRL's TD3Loss has no mode
+        fn = self._wrapped.get(key)
+        if fn is None:
+            body = {"round": self._per_task_round, "batched": self._batched_update, "task": self._task_update}[kind]
+            fn = partial(body, actor=actor, soft_update=soft_update, **({} if task is None else {"task": task}))
+            if self.compile or self.cudagraphs:
+                fn = speed_wrap(fn, compile=self.compile, cudagraphs=self.cudagraphs, device=self.device)
+            self._wrapped[key] = fn
+        return fn
+
+    def _keep(self, losses: tuple[torch.Tensor, ...]) -> None:
+        """Keep the critic (and actor) loss of the latest update as tensors (read at logging intervals)."""
+        self.stats["loss_qvalue"] = losses[0]
+        if len(losses) > 1:
+            self.stats["loss_actor"] = losses[1]
+
+    def _autocast(self):
+        return autocast(self.device, self.precision)
+
+    def _task_update(self, batch: TensorDictBase, actor: bool, soft_update: bool, task: int
+                     ) -> tuple[torch.Tensor, ...]:
+        with self._autocast():
             loss_q, _ = self.loss.value_loss(batch, task=task)
         self._step(self.critic_optim, loss_q)
-        self.stats["loss_qvalue"] = loss_q.detach()
-        self.updates += 1
-        if self.updates % every == 0:
-            with autocast(self.precision):
-                loss_pi, _ = self.loss.actor_loss(batch, task=task)
-            self._step(self.actor_optim, loss_pi)
-            self.stats["loss_actor"] = loss_pi.detach()
-            if soft_update:
-                self.soft_update()
+        if not actor:
+            return (loss_q.detach(),)
+        with self._autocast():
+            loss_pi, _ = self.loss.actor_loss(batch, task=task)
+        self._step(self.actor_optim, loss_pi)
+        if soft_update:
+            self.soft_update()
+        return loss_q.detach(), loss_pi.detach()
 
-    def _per_task_round(self, batch: TensorDictBase, actor_round: bool, soft_update: bool) -> None:
+    def _per_task_round(self, batch: TensorDictBase, actor: bool, soft_update: bool) -> tuple[torch.Tensor, ...]:
         loss = self.loss
-        targets_fixed = not (actor_round and soft_update and loss.mode == "online")
-        with autocast(self.precision):
+        targets_fixed = not (actor and soft_update and loss.mode == "online")
+        with self._autocast():
             targets = loss.value_target(batch, task="rows") if targets_fixed else None
         q_losses, pi_losses = [], []
-        for k, rows in enumerate(batch.unbind(0)):
-            with autocast(self.precision):
+        for k, rows in enumerate(batch.unbind(0)):  # Algorithm 1: K sequential updates (not a loop to vectorise)
+            with self._autocast():
                 loss_q, _ = loss.value_loss(rows, task=k, target=None if targets is None else targets[:, k])
             self._step(self.critic_optim, loss_q)
             q_losses.append(loss_q.detach())
-            if actor_round:
-                with autocast(self.precision):
+            if actor:
+                with self._autocast():
                     loss_pi, _ = loss.actor_loss(rows, task=k)
                 self._step(self.actor_optim, loss_pi)
                 pi_losses.append(loss_pi.detach())
                 if soft_update:
                     self.soft_update()
-        self.stats["loss_qvalue"] = torch.stack(q_losses).mean()
-        if pi_losses:
-            self.stats["loss_actor"] = torch.stack(pi_losses).mean()
+        q = torch.stack(q_losses).mean()
+        return (q, torch.stack(pi_losses).mean()) if actor else (q,)
 
-    def _batched_update(self, batch: TensorDictBase, actor_round: bool, soft_update: bool) -> None:
+    def _batched_update(self, batch: TensorDictBase, actor: bool, soft_update: bool) -> tuple[torch.Tensor, ...]:
         rows = {"task": "rows"} if isinstance(self.loss, TeacherDistillTD3Loss) else {}
-        with autocast(self.precision):
+        with self._autocast():
             loss_q, _ = self.loss.value_loss(batch, **rows)
         loss_q = self.reduce(loss_q) if self.reduce else loss_q
         self._step(self.critic_optim, loss_q)
-        self.stats["loss_qvalue"] = loss_q.detach().sum()
-        if actor_round:
-            with autocast(self.precision):
-                loss_pi, _ = self.loss.actor_loss(batch, **rows)
-            loss_pi = self.reduce(loss_pi) if self.reduce else loss_pi
-            self._step(self.actor_optim, loss_pi)
-            self.stats["loss_actor"] = loss_pi.detach().sum()
-            if soft_update:
-                self.soft_update()
+        if not actor:
+            return (loss_q.detach().sum(),)
+        with self._autocast():
+            loss_pi, _ = self.loss.actor_loss(batch, **rows)
+        loss_pi = self.reduce(loss_pi) if self.reduce else loss_pi
+        self._step(self.actor_optim, loss_pi)
+        if soft_update:
+            self.soft_update()
+        return loss_q.detach().sum(), loss_pi.detach().sum()
 
     def _step(self, optim: torch.optim.Optimizer | PCGrad, loss: torch.Tensor) -> None:
         """Minimise ``loss`` (a scalar; with PCGrad, the ``[K]`` vector of per-task losses)."""
@@ -231,10 +280,13 @@ class TD3Learner:
                 "critic_optim": self.critic_optim.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (read on the CPU, ``map_location="cpu"``): values are copied into the
+        learner's tensors on its device, and the optimiser states moved to their parameters' device."""
         self.loss.load_state_dict(state["loss"], strict=False)
         self.actor_optim.load_state_dict(state["actor_optim"])
         self.critic_optim.load_state_dict(state["critic_optim"])
         self.updates = state["updates"]
+        self._wrapped.clear()  # the optimisers' state tensors were replaced
 
 
 def due(step: int, every: int) -> bool:
@@ -242,8 +294,28 @@ def due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
+def log_metrics(run: TrainingRun, step: int, learner: TD3Learner, collector: OnlineCollector | None, suite: Suite,
+                **extra: Any) -> None:
+    """One ``metrics.csv`` row (when there is something to log): the latest losses and, per task, the mean return
+    of the training episodes ended since the previous row — the loop's only device reads between evaluations."""
+    returns = collector.read_returns() if collector is not None else {}
+    values = {**learner.read_stats(), **{f"train/{suite.task_names[k]}/episode_return": r for k, r in returns.items()}}
+    if values:
+        run.metrics.log(step, **extra, **values)
+
+
 def make_value_estimator(loss: TD3Loss, gamma: float) -> None:
     loss.make_value_estimator(ValueEstimators.TD0, gamma=gamma)
+
+
+def build_learner(loss: TD3Loss, cfg: TD3Config, **options: Any) -> TD3Learner:
+    """``loss`` with its TD(0) estimator (γ = ``cfg.gamma``), moved whole (networks, targets, teachers, masks,
+    bounds, γ) to the training device, in a :class:`TD3Learner` with the config's learning rate, τ, policy delay,
+    precision and speed options; ``options``: the learner's other arguments (``schedule``, ``reduce``, ...)."""
+    make_value_estimator(loss, cfg.gamma)
+    loss.to(resolve_device(cfg.device))
+    return TD3Learner(loss, cfg.lr, cfg.tau, cfg.policy_delay, cfg.precision, compile=cfg.compile,
+                      cudagraphs=cfg.cudagraphs, **options)
 
 
 @torch.no_grad()
@@ -264,41 +336,63 @@ STORED_KEYS = ("observation", "task_id", "task_onehot", "action", ("next", "obse
 
 
 def sample_task(buffer: PerTaskReplayBuffer, task: int, n: int) -> TensorDictBase:
-    """N transitions of ``task`` drawn uniformly (with replacement) from its ring."""
+    """N transitions of ``task`` drawn uniformly (with replacement) from its ring; once every ring holds data, without
+    reading the device (before that, the first turns of "w/o HER", it reads the task's fill level)."""
+    if buffer.has_at_least(1):
+        return buffer.sample(n, tasks=torch.arange(task, task + 1, device=buffer.device))[0]
     data = buffer.task_data(task)
-    return data[torch.randint(data.shape[0], (n,))]
+    return data[torch.randint(data.shape[0], (n,), device=data.device)]
 
 
 class OnlineCollector:
     """Steps the multi-task env with exploration and stores every transition in its task's ring (KTM-DRL §3.2's
-    hierarchical replay D'_k); :meth:`sample` draws ``[K, N]``."""
+    hierarchical replay D'_k); :meth:`sample` draws ``[K, N]``.
 
-    def __init__(self, env: MultiTaskEnv, capacity_per_task: int, batch_size_per_task: int):
+    The env steps on the host and hands its batch over on its ``device`` (the training device: ``make_env(device=)``);
+    the exploration noise, the episode-return accumulators and (by default) the replay live there too, and
+    :meth:`step` waits for nothing but the env itself: the returns of finished episodes are summed per task on the
+    device and read once per logging interval (:meth:`read_returns`).
+    """
+
+    def __init__(self, env: MultiTaskEnv, capacity_per_task: int, batch_size_per_task: int, *,
+                 replay_device: str | torch.device | None = None, storage: str = "memory",
+                 scratch_dir: str | Path | None = None):
         self.env = env
         self.num_tasks = env.suite.num_tasks
-        self.buffer = PerTaskReplayBuffer(self.num_tasks, capacity_per_task, batch_size_per_task)
-        self.episode_return = torch.zeros(self.num_tasks)
+        self.buffer = PerTaskReplayBuffer(self.num_tasks, capacity_per_task, batch_size_per_task, storage=storage,
+                                          scratch_dir=scratch_dir, device=replay_device or env.device)
+        self.episode_return = torch.zeros(self.num_tasks, device=env.device)
+        self.ended_return = torch.zeros(self.num_tasks, device=env.device)  # summed over episodes ended since read
+        self.ended_count = torch.zeros(self.num_tasks, device=env.device)
         self.td: TensorDictBase | None = None
 
-    def step(self, actor: TensorDictModule, sigma: float, random: bool = False) -> list[float]:
-        """One env step of every task; returns the returns of the episodes that just ended."""
+    def step(self, actor: TensorDictModule, sigma: float, random: bool = False) -> None:
+        """One env step of every task (the returns of the episodes it ends are kept for :meth:`read_returns`)."""
         if self.td is None:
             self.td = self.env.reset()
         td = explore(actor, self.td, self.env.action_masks, sigma, random)
         td, self.td = self.env.step_and_maybe_reset(td)
         td = td.select(*STORED_KEYS, strict=False)
-        done = td.get(("next", "done")).reshape(self.num_tasks)
+        ended = td.get(("next", "done")).reshape(self.num_tasks).to(self.episode_return.dtype)
         self.episode_return += td.get(("next", "reward")).reshape(self.num_tasks)
         self.buffer.extend(td)
-        ended = self.episode_return[done].tolist() if bool(done.any()) else []
-        self.episode_return[done] = 0.0
-        return ended
+        self.ended_return += ended * self.episode_return
+        self.ended_count += ended
+        self.episode_return *= 1 - ended
+
+    def read_returns(self) -> dict[int, float]:
+        """``{task: mean return}`` of the episodes that ended since the last call (tasks without one are left out);
+        reads the device: call at logging intervals only."""
+        counts, sums = self.ended_count.tolist(), self.ended_return.tolist()
+        self.ended_count.zero_()
+        self.ended_return.zero_()
+        return {k: total / count for k, (total, count) in enumerate(zip(sums, counts)) if count > 0}
 
     def sample(self) -> TensorDictBase:
         return self.buffer.sample()
 
     def ready(self, min_per_task: int) -> bool:
-        return self.buffer.min_transitions() >= min_per_task
+        return self.buffer.has_at_least(min_per_task)
 
 
 class EpisodeTurns:
@@ -309,24 +403,32 @@ class EpisodeTurns:
     own ring and the update after each env step draws N transitions of that task only. Offline
     (:meth:`next_offline_task`): the updates draw from one teacher's buffer D_k for as many updates as an episode
     of task k has steps (its time limit), then from the next. A resumed run restarts the active task's episode.
+
+    The envs step on the host; observations, actions and the replay live on ``device`` (the replay on
+    ``replay_device`` when given), and the env step's output crosses to it once.
     """
 
-    def __init__(self, suite: Suite, seed: int, capacity_per_task: int, batch_size_per_task: int):
+    def __init__(self, suite: Suite, seed: int, capacity_per_task: int, batch_size_per_task: int, *,
+                 device: str | torch.device = "cpu", replay_device: str | torch.device | None = None,
+                 storage: str = "memory", scratch_dir: str | Path | None = None):
         self.suite, self.seed, self.batch_size = suite, seed, batch_size_per_task
         self.num_tasks = suite.num_tasks
-        self.masks = action_masks(suite.act_dims, suite.act_max)
-        self.onehot = torch.eye(self.num_tasks)
-        self.buffer = PerTaskReplayBuffer(self.num_tasks, capacity_per_task, batch_size_per_task)
-        self.envs = [PadSpaces(task.make(seed=seed + k), suite.obs_max, suite.act_max)
+        self.device = torch.device(device)
+        self.masks = action_masks(suite.act_dims, suite.act_max).to(self.device)
+        self.onehot = torch.eye(self.num_tasks, device=self.device)
+        self.task_ids = torch.arange(self.num_tasks, device=self.device)
+        self.buffer = PerTaskReplayBuffer(self.num_tasks, capacity_per_task, batch_size_per_task, storage=storage,
+                                          scratch_dir=scratch_dir, device=replay_device or self.device)
+        self.envs = [TorchActions(PadSpaces(task.make(seed=seed + k), suite.obs_max, suite.act_max))
                      for k, task in enumerate(suite.tasks)]
         self._reset_seeds = [seed + k for k in range(self.num_tasks)]  # the first reset of each env is seeded
         self.active_task = 0  # online: the task whose episode runs
         self.offline_task, self.offline_position = 0, 0  # offline: the task of the turn, updates done in it
-        self.obs: torch.Tensor | None = None
+        self.obs: torch.Tensor | None = None  # the active task's observation [1, obs_max], on ``device``
 
-    def _row(self, observation: np.ndarray | torch.Tensor, task: int) -> dict[str, torch.Tensor]:
-        return {"observation": torch.as_tensor(observation, dtype=torch.float32).reshape(1, -1),
-                "task_id": torch.tensor([task]), "task_onehot": self.onehot[task: task + 1]}
+    def _row(self, observation: torch.Tensor, task: int) -> dict[str, torch.Tensor]:
+        return {"observation": observation, "task_id": self.task_ids[task: task + 1],
+                "task_onehot": self.onehot[task: task + 1]}
 
     def step(self, actor: TensorDictModule, sigma: float) -> int:
         """One env step of the active task (stored in its ring); returns that task."""
@@ -335,19 +437,22 @@ class EpisodeTurns:
         if self.obs is None:
             obs, _ = env.reset(seed=self._reset_seeds[k])
             self._reset_seeds[k] = None
-            self.obs = torch.as_tensor(obs)
+            self.obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device).reshape(1, -1)
         td = TensorDict(self._row(self.obs, k), batch_size=[1])
         explore(actor, td, self.masks, sigma)
-        obs, reward, terminated, truncated, _ = env.step(td.get("action")[0].numpy())
+        obs, reward, terminated, truncated, _ = env.step(td.get("action")[0])
         done = bool(terminated or truncated)
-        td.set("next", TensorDict({**self._row(obs, k), "reward": torch.tensor([[reward]], dtype=torch.float32),
-                                   "done": torch.tensor([[done]]), "terminated": torch.tensor([[bool(terminated)]])},
-                                  batch_size=[1]))
+        host = TensorDict({"observation": torch.as_tensor(obs, dtype=torch.float32, device="cpu").reshape(1, -1),
+                           "reward": torch.full((1, 1), reward, dtype=torch.float32, device="cpu"),
+                           "done": torch.full((1, 1), done, device="cpu"),
+                           "terminated": torch.full((1, 1), bool(terminated), device="cpu")}, batch_size=[1])
+        nxt = host.to(self.device, non_blocking=True)  # the step's output crosses to the device once
+        td.set("next", nxt.update(self._row(nxt.get("observation"), k)))
         self.buffer.extend(td)
         if done:
             self.active_task, self.obs = (k + 1) % self.num_tasks, None
         else:
-            self.obs = torch.as_tensor(obs)
+            self.obs = nxt.get("observation")
         return k
 
     def sample(self, task: int) -> TensorDictBase:
@@ -388,55 +493,34 @@ def eval_row(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBas
     return {"stage": stage, **result.as_row(), "eval_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def max_average(rows: Sequence[dict], task_names: Sequence[str], stage: str | None = None) -> list[float]:
-    """Per task, the max over evaluations of the mean return ("max average reward", KTM-DRL Tables 1–2)."""
-    rows = [r for r in rows if stage is None or r.get("stage") == stage]
-    out = []
-    for name in task_names:
-        values = [float(r[f"eval/{name}/return"]) for r in rows if r.get(f"eval/{name}/return") not in (None, "")]
-        out.append(max(values) if values else float("nan"))
-    return out
-
-
-def teacher_returns(teachers_dir: str | Path, task_names: Sequence[str]) -> list[float] | None:
-    """The teachers' ("Ideal") max average rewards saved by ``train_teachers``; ``None`` when unavailable."""
-    out = []
+def teacher_rows(teachers_dir: str | Path, task_names: Sequence[str]) -> list[dict[str, float]] | None:
+    """The teachers' ("Ideal") evaluation history saved by ``train_teachers`` (``<task>/eval.json``: its eval.csv
+    returns), as eval rows; ``None`` when unavailable."""
+    history = {}
     for name in task_names:
         path = Path(teachers_dir) / name / "eval.json"
         if not path.exists():
             return None
-        out.append(float(json.loads(path.read_text())["max_average_return"]))
-    return out
+        history[name] = json.loads(path.read_text())["returns"]
+    return [{f"eval/{name}/return": returns[i] for name, returns in history.items()}
+            for i in range(min(len(r) for r in history.values()))]
 
 
-def write_results(run: TrainingRun, title: str, suite: Suite, method_rows: dict[str, list[float]],
-                  ideal: list[float] | None, curve_label: str, extra: str = "") -> dict[str, Any]:
-    """``results.md`` (Tables 1–2 and Table 3 layouts) and ``curves.png`` (Figures 2–3) in the run folder."""
+def write_results(run: TrainingRun, title: str, suite: Suite, methods: dict[str, Sequence[dict]],
+                  ideal: Sequence[dict] | None, curve_label: str, extra: str = "") -> dict[str, Any]:
+    """``results.md``, the report of this run (:func:`tdmt.tables.report_markdown`: Tables 1–2 layout, the final
+    evaluation and, with the teachers' evaluation rows ``ideal``, the Table 3 ratio layout), and ``curves.png``
+    (Figures 2–3). ``methods`` maps a column label to eval rows; returns the summary's per-task scores."""
     names = suite.task_names
-    header = ["method", *names, "average"]
-
-    def avg(values: list[float]) -> float:
-        return sum(values) / len(values)
-
-    rows = []
-    if ideal is not None:
-        rows.append(["Ideal (teachers)", *ideal, avg(ideal)])
-    rows += [[label, *vals, avg(vals)] for label, vals in method_rows.items()]
-    text = f"# {title}\n\nMax average reward per task (max over evaluations of the mean return; Tables 1–2 layout)\n\n"
-    text += markdown_table(header, rows)
-    summary: dict[str, Any] = {"max_average_reward": {k: dict(zip(names, v)) for k, v in method_rows.items()}}
-    if ideal is not None:
-        ratio_rows = []
-        for label, vals in method_rows.items():
-            ratios = [v / t if t > 0 else float("nan") for v, t in zip(vals, ideal)]
-            valid = [r for r in ratios if r == r]
-            ratio_rows.append([label, *ratios, avg(valid) if valid else float("nan")])
-            summary.setdefault("ratio_to_teachers", {})[label] = dict(zip(names, ratios))
-        text += ("\nPerformance ratio to the teachers (max average reward / teacher's; Table 3 layout; nan where "
-                 "the teacher's return is not positive, the average is over the other tasks)\n\n"
-                 + markdown_table(header, ratio_rows))
-    text += extra
-    write_text(run.dir / "results.md", text)
-    plot_curves({curve_label: [run.evals.rows()]}, names, run.dir / "curves.png", title=title,
-                references=None if ideal is None else {"Ideal (teachers)": ideal})
+    columns = {**({tables.IDEAL: [ideal]} if ideal else {}), **{label: [rows] for label, rows in methods.items()}}
+    write_text(run.dir / "results.md", f"# {title}\n\n"
+               + tables.report_markdown(columns, names, suite.success_metric) + extra)
+    summary: dict[str, Any] = {"max_average_reward": {k: tables.task_scores(v, names) for k, v in methods.items()}}
+    references = None
+    if ideal:
+        base = tables.ideal_scores([ideal], names)
+        references = {tables.IDEAL: list(base.values())}
+        summary["ratio_to_teachers"] = {label: {t: tables.ratio(v, base[t]) for t, v in scores.items()}
+                                        for label, scores in summary["max_average_reward"].items()}
+    plot_curves({curve_label: [run.evals.rows()]}, names, run.dir / "curves.png", title=title, references=references)
     return summary

@@ -23,11 +23,10 @@ from tdmt.algos.td3_common import (
     EVAL_SEED,
     OnlineCollector,
     TD3Config,
-    TD3Learner,
+    build_learner,
     due,
     eval_row,
-    make_value_estimator,
-    max_average,
+    log_metrics,
     write_results,
 )
 from tdmt.envs import get_suite, make_env
@@ -55,6 +54,9 @@ class Config(TD3Config):
         if self.pcgrad and self.update_schedule != "batched":
             raise ValueError(f"update_schedule={self.update_schedule!r} with pcgrad=true is not valid; valid: "
                              "batched (PCGrad projects the K task gradients of one update onto each other)")
+        if self.pcgrad and self.cudagraphs:
+            raise ValueError("cudagraphs=true with pcgrad=true is not valid; valid: cudagraphs=false (PCGrad draws "
+                             "its projection order on the host, which a captured graph would replay unchanged)")
 
     @property
     def label(self) -> str:
@@ -74,19 +76,19 @@ def run(cfg: Config) -> dict:
     torch.manual_seed(cfg.seed)
     suite = get_suite(cfg.suite)
     K = suite.num_tasks
-    env = make_env(cfg.suite, seed=cfg.seed)
-    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
+    env = make_env(cfg.suite, seed=cfg.seed, device=cfg.device)  # envs step on the host, hand over on the device
+    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
     actor = make_student_actor(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
     critic = make_student_critic(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
     loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=env.action_masks, mode="online", alpha=0.0,
                                  policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip,
                                  reduction="none" if cfg.pcgrad else "mean")
-    make_value_estimator(loss, cfg.gamma)
-    learner = TD3Learner(loss, cfg.lr, cfg.tau, cfg.policy_delay, cfg.precision,
-                         reduce=per_task_mean if cfg.pcgrad else None, pcgrad=cfg.pcgrad,
-                         schedule=cfg.update_schedule)
-    collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task)
-    trun = TrainingRun(cfg.resolved_run_dir(), cfg, checkpoint_every=cfg.checkpoint_every)
+    learner = build_learner(loss, cfg, reduce=per_task_mean if cfg.pcgrad else None, pcgrad=cfg.pcgrad,
+                            schedule=cfg.update_schedule)
+    actor = loss.actor_network
+    run_dir = cfg.resolved_run_dir()
+    collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task, **cfg.replay_options(run_dir))
+    trun = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     buffers = {"replay": collector.buffer}
     start = trun.resume(learner.load_state_dict, buffers)
     with trun.guard(learner.state_dict, buffers) as guard:
@@ -96,14 +98,14 @@ def run(cfg: Config) -> dict:
             if t >= cfg.start_steps:
                 learner.update(collector.sample())
             done = t + 1
-            if learner.stats and due(done, cfg.log_every):
-                trun.metrics.log(done, **learner.read_stats())
+            if due(done, cfg.log_every):
+                log_metrics(trun, done, learner, collector, suite)
             if due(done, cfg.eval_every) or done == cfg.total_steps:
                 trun.evals.log(done, **eval_row(eval_env, actor, "online", EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, learner.state_dict, buffers)
             guard.check(done)
     summary = write_results(trun, f"{cfg.label} — {cfg.suite}, seed {cfg.seed}", suite,
-                            {cfg.label: max_average(trun.evals.rows(), suite.task_names)}, None, cfg.label)
+                            {cfg.label: trun.evals.rows()}, None, cfg.label)
     trun.finish(summary)
     env.close()
     eval_env.close()

@@ -32,11 +32,10 @@ from tdmt.algos.td3_common import (
     EVAL_SEED,
     OnlineCollector,
     TD3Config,
-    TD3Learner,
+    build_learner,
     due,
     eval_row,
-    make_value_estimator,
-    max_average,
+    log_metrics,
     write_results,
 )
 from tdmt.envs import Suite, get_suite, make_env
@@ -44,6 +43,7 @@ from tdmt.modules.td3 import make_teacher_actor, make_teacher_critic, stacked_la
 from tdmt.modules.teachers import native_teacher, save_teacher
 from tdmt.objectives import TeacherDistillTD3Loss
 from tdmt.progress import tqdm
+from tdmt.tables import IDEAL
 
 RECIPE = "train_teachers"
 REPLAY_KEYS = ("observation", "action", ("next", "observation"), ("next", "reward"), ("next", "done"),
@@ -84,8 +84,9 @@ def save_teachers(loss: TeacherDistillTD3Loss, collector: OnlineCollector, suite
 
 
 def save_replay(data: TensorDictBase, obs_dim: int, act_dim: int, path: Path) -> None:
-    """Store a teacher's transitions at native sizes as a memory-mapped TensorDict."""
-    data = data.select(*REPLAY_KEYS).clone()
+    """Store a teacher's transitions at native sizes as a memory-mapped TensorDict (on the host, whatever device
+    the replay lives on)."""
+    data = data.select(*REPLAY_KEYS).to("cpu").clone()
     data.set("observation", data.get("observation")[..., :obs_dim])
     data.set(("next", "observation"), data.get(("next", "observation"))[..., :obs_dim])
     data.set("action", data.get("action")[..., :act_dim])
@@ -117,15 +118,15 @@ def run(cfg: Config) -> dict:
     run_dir = cfg.resolved_run_dir()
     suite = get_suite(cfg.suite)
     K = suite.num_tasks
-    env = make_env(cfg.suite, seed=cfg.seed)
-    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes)
+    env = make_env(cfg.suite, seed=cfg.seed, device=cfg.device)  # envs step on the host, hand over on the device
+    eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
     actor = make_teacher_actor(K, suite.obs_max, suite.act_max, cfg.hidden)
     critic = make_teacher_critic(K, suite.obs_max, suite.act_max, env.action_masks, cfg.hidden)
     loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=env.action_masks, mode="online", alpha=0.0,
                                  policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip, reduction="none")
-    make_value_estimator(loss, cfg.gamma)
-    learner = TD3Learner(loss, cfg.lr, cfg.tau, cfg.policy_delay, cfg.precision, reduce=sum_over_tasks)
-    collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task)
+    learner = build_learner(loss, cfg, reduce=sum_over_tasks)
+    actor = loss.actor_network
+    collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task, **cfg.replay_options(run_dir))
     trun = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     buffers = {"replay": collector.buffer}
     get_state = learner.state_dict
@@ -138,8 +139,8 @@ def run(cfg: Config) -> dict:
             if step >= cfg.start_steps:
                 learner.update(collector.sample())
             done = step + 1
-            if learner.stats and due(done, cfg.log_every):
-                trun.metrics.log(done, **learner.read_stats())
+            if due(done, cfg.log_every):
+                log_metrics(trun, done, learner, collector, suite)
             if due(done, cfg.eval_every) or done == cfg.total_steps:
                 trun.evals.log(done, **eval_row(eval_env, actor, "teachers", EVAL_SEED + cfg.seed))
             trun.maybe_checkpoint(done, get_state, buffers)
@@ -148,9 +149,8 @@ def run(cfg: Config) -> dict:
     history = {name: [float(r[f"eval/{name}/return"]) for r in rows] for name in suite.task_names}
     out = teachers_dir(run_dir)
     save_teachers(loss, collector, suite, out, history)
-    best = max_average(rows, suite.task_names)
     summary = write_results(trun, f"TD3 teachers (Ideal) — {cfg.suite}, seed {cfg.seed}", suite,
-                            {"Ideal (teachers)": best}, None, "teachers",
+                            {IDEAL: rows}, None, "teachers",
                             extra=f"\nTeachers saved in `{out}`.\n")
     summary.update(teachers_dir=str(out), total_steps=cfg.total_steps)
     trun.finish(summary)

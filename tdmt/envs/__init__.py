@@ -4,7 +4,7 @@ import warnings
 
 from tdmt.envs.multitask import MultiTaskEnv, make_env, make_task_env
 from tdmt.envs.normalize import TaskObservationNorm
-from tdmt.envs.padding import PadSpaces, action_masks, observation_masks
+from tdmt.envs.padding import PadSpaces, TorchActions, action_masks, observation_masks
 from tdmt.envs.suites import Suite, TaskSpec, get_suite, list_suites
 from tdmt.envs.transforms import PadAction, PadObservation, TaskIdTransform
 from tdmt.envs.variants import register_all
@@ -17,6 +17,6 @@ warnings.filterwarnings(
 
 __all__ = [
     "MultiTaskEnv", "PadAction", "PadObservation", "PadSpaces", "Suite", "TaskIdTransform", "TaskObservationNorm",
-    "TaskSpec",
+    "TaskSpec", "TorchActions",
     "action_masks", "get_suite", "list_suites", "make_env", "make_task_env", "observation_masks", "register_all",
 ]

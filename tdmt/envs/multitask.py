@@ -45,6 +45,7 @@ class MultiTaskEnv(EnvBase):
         self.suite, self.num_envs_per_task, self.with_onehot = suite, E, task_onehot
         self._seed = seed
         self._seed_pending = True
+        self._last_done: np.ndarray | None = None  # the last step's done flags, on the host (see maybe_reset)
         factories = [partial(_make_padded, t, suite.obs_max, suite.act_max, seed + k * E + e)
                      for k, t in enumerate(suite.tasks) for e in range(E)]
         self._vec = gym.vector.SyncVectorEnv(factories, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
@@ -75,19 +76,26 @@ class MultiTaskEnv(EnvBase):
             shape=batch, device=dev,
         )
 
-    def _observation_td(self, obs: np.ndarray, info: dict) -> dict[str, torch.Tensor]:
-        out = {"observation": torch.from_numpy(obs).to(self.device).view(*self.batch_size, -1),
-               "task_id": self._task_id.clone()}
+    def _output(self, host: dict[str, torch.Tensor]) -> TensorDict:
+        """The host tensors of one reset/step moved to the env's device in one call (the step's one crossing to a
+        GPU), with the constant ``task_id`` (and ``task_onehot``) already there."""
+        out = TensorDict(host, batch_size=self.batch_size, device="cpu").to(self.device, non_blocking=True)
+        out.set("task_id", self._task_id.clone())
         if self.with_onehot:
-            out["task_onehot"] = self._task_onehot.clone()
+            out.set("task_onehot", self._task_onehot.clone())
+        return out
+
+    def _host_observation(self, obs: np.ndarray, info: dict) -> dict[str, torch.Tensor]:
+        out = {"observation": torch.from_numpy(obs).view(*self.batch_size, -1)}
         if self.suite.success_metric:
             success = np.asarray(info.get("success", np.zeros(self._vec.num_envs)), dtype=np.float32)
-            out["success"] = torch.from_numpy(success).to(self.device).view(*self.batch_size, 1)
+            out["success"] = torch.from_numpy(success).view(*self.batch_size, 1)
         return out
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         seed = self._seed if self._seed_pending else None
         self._seed_pending = False
+        self._last_done = None
         options = None
         if tensordict is not None and "_reset" in tensordict.keys():
             mask = tensordict.get("_reset").reshape(-1).cpu().numpy().astype(bool)
@@ -96,10 +104,9 @@ class MultiTaskEnv(EnvBase):
             if not mask.all():
                 options = {"reset_mask": mask}
         obs, info = self._vec.reset(seed=seed, options=options)
-        falses = torch.zeros((*self.batch_size, 1), dtype=torch.bool, device=self.device)
-        out = self._observation_td(obs, info)
-        out.update(done=falses, terminated=falses.clone(), truncated=falses.clone())
-        return TensorDict(out, batch_size=self.batch_size, device=self.device)
+        falses = torch.zeros((*self.batch_size, 1), dtype=torch.bool, device="cpu")
+        return self._output({**self._host_observation(obs, info), "done": falses, "terminated": falses.clone(),
+                             "truncated": falses.clone()})
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get("action")
@@ -107,13 +114,20 @@ class MultiTaskEnv(EnvBase):
             raise ValueError(f"action has width {action.shape[-1]}, expected act_max={self.suite.act_max} "
                              f"for suite {self.suite.name!r}")
         obs, reward, terminated, truncated, info = self._vec.step(action.reshape(-1, self.suite.act_max).cpu().numpy())
+        self._last_done = terminated | truncated
         shape = (*self.batch_size, 1)
-        term = torch.from_numpy(terminated).to(self.device).view(shape)
-        trunc = torch.from_numpy(truncated).to(self.device).view(shape)
-        out = self._observation_td(obs, info)
-        out.update(reward=torch.from_numpy(reward.astype(np.float32)).to(self.device).view(shape),
-                   done=term | trunc, terminated=term, truncated=trunc)
-        return TensorDict(out, batch_size=self.batch_size, device=self.device)
+        term, trunc = torch.from_numpy(terminated).view(shape), torch.from_numpy(truncated).view(shape)
+        return self._output({**self._host_observation(obs, info),
+                             "reward": torch.from_numpy(reward.astype(np.float32)).view(shape),
+                             "done": term | trunc, "terminated": term, "truncated": trunc})
+
+    def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """TorchRL's ``maybe_reset``, but "is any row done" is read from the host's copy of the last step's done
+        flags (the gymnasium arrays) rather than from the device: on a GPU an env step then waits for nothing but
+        the action. ``tensordict`` is the last step's (as ``step_and_maybe_reset`` and ``rollout`` pass it)."""
+        if self._last_done is not None and not self._last_done.any():
+            return tensordict
+        return super().maybe_reset(tensordict)
 
     def _set_seed(self, seed: int | None) -> None:
         self._seed = 0 if seed is None else int(seed)

@@ -62,3 +62,11 @@ class PadSpaces(gym.Wrapper):
         native = np.clip(np.asarray(action[: self.act_dim], np.float64), -1.0, 1.0) * self._scale + self._shift
         obs, reward, terminated, truncated, info = self.env.step(native.astype(self.env.action_space.dtype))
         return self._pad(obs), float(reward), terminated, truncated, info
+
+
+class TorchActions(gym.ActionWrapper):
+    """Takes the action as a torch tensor on any device and hands the env a NumPy array: an env step's one
+    device→host transfer happens inside the env's ``step`` (where a host-sync count leaves it out)."""
+
+    def action(self, action: torch.Tensor | np.ndarray) -> np.ndarray:
+        return action.detach().cpu().numpy() if isinstance(action, torch.Tensor) else action

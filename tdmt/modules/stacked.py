@@ -84,13 +84,13 @@ class StackedMLP(nn.Module):
 def apply_per_task(module: nn.Module, x: torch.Tensor, task_id: torch.Tensor | None, num_tasks: int) -> torch.Tensor:
     """Apply a stacked ``module`` to ``[K, N, ...]`` data, or to a flat ``[B, ...]`` batch labelled by ``task_id``.
 
-    The flat path broadcasts ``x`` to every stack and keeps row b of stack ``task_id[b]``.
+    The flat path broadcasts ``x`` to every stack and keeps row b of stack ``task_id[b]``; the ids are range-checked
+    where they live, without waiting for the device (on the CPU it raises at once).
     """
     if task_id is None:
         return module(x)
     if task_id.shape != x.shape[:-1] or x.dim() != 2:
         raise ValueError(f"flat input needs x [B, F] and task_id [B]; got {tuple(x.shape)} and {tuple(task_id.shape)}")
-    if task_id.numel() and (int(task_id.min()) < 0 or int(task_id.max()) >= num_tasks):
-        raise ValueError(f"task_id out of range [0, {num_tasks}): min {int(task_id.min())}, max {int(task_id.max())}")
+    torch._assert_async(((task_id >= 0) & (task_id < num_tasks)).all(), f"task_id out of range [0, {num_tasks})")
     out = module(x.unsqueeze(0).expand(num_tasks, *x.shape))
     return out[task_id, torch.arange(x.shape[0], device=x.device)]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # (weight [in, out], bias [out]) per layer, native sizes
 TEACHER_FILE = "teacher.pt"
@@ -88,16 +89,20 @@ def native_teacher(actor: Layers, critic1: Layers, critic2: Layers, obs_dim: int
 
 
 def save_teacher(teacher: dict, folder: str | os.PathLike) -> Path:
-    """Write one native-size teacher to ``folder/teacher.pt`` (atomically)."""
+    """Write one native-size teacher to ``folder/teacher.pt`` (atomically), as compact host tensors whatever device
+    trained it: the file loads on a CPU-only machine and holds no view of the K stacked teachers' storage."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (TEACHER_FILE + ".tmp")
-    torch.save(teacher, tmp)
+    host = tree_map(lambda x: x.detach().to("cpu", copy=True) if isinstance(x, torch.Tensor) else x, teacher)
+    torch.save(host, tmp)
     os.replace(tmp, folder / TEACHER_FILE)
     return folder / TEACHER_FILE
 
 
 def load_teacher(folder: str | os.PathLike) -> dict:
+    """The teacher saved in ``folder``, on the CPU (``map_location="cpu"``: a file written from a GPU loads
+    anywhere; :class:`StackedTeachers` then moves with its loss to the training device)."""
     path = Path(folder) / TEACHER_FILE
     if not path.exists():
         raise FileNotFoundError(f"no teacher at {path} (train teachers with recipes/train_teachers.py)")
@@ -143,7 +148,7 @@ class StackedTeachers(nn.Module):
         return cls([load_teacher(Path(folder) / name) for name in task_names], obs_max, act_max)
 
     # ------------------------------------------------------------------ evaluation
-    def _apply(self, net: FrozenStackedMLP, x: torch.Tensor, task_id: torch.Tensor | int | None, copies: int
+    def _run(self, net: FrozenStackedMLP, x: torch.Tensor, task_id: torch.Tensor | int | None, copies: int
                ) -> torch.Tensor:
         """Run the first ``copies`` blocks of K stacks of ``net`` (critic: block 0 = Q^k_1, block 1 = Q^k_2);
         returns ``[copies, *B, out]``."""
@@ -186,19 +191,19 @@ class StackedTeachers(nn.Module):
         """
         self._check_inputs(observation, action)
         x = torch.cat([observation, action], -1)
-        return self._apply(self.critic, x, task_id, 2).squeeze(-1)
+        return self._run(self.critic, x, task_id, 2).squeeze(-1)
 
     def q1(self, observation: torch.Tensor, action: torch.Tensor, task_id: torch.Tensor | int | None = None
            ) -> torch.Tensor:
         """``Q^k_1(s, a)`` → ``[*B]`` (only the first critic of each teacher is computed)."""
         self._check_inputs(observation, action)
         x = torch.cat([observation, action], -1)
-        return self._apply(self.critic, x, task_id, 1)[0].squeeze(-1)
+        return self._run(self.critic, x, task_id, 1)[0].squeeze(-1)
 
     def policy(self, observation: torch.Tensor, task_id: torch.Tensor | int | None = None) -> torch.Tensor:
         """``π^k(s)`` → ``[*B, act_max]``, exactly 0 on task k's padded action dims."""
         self._check_inputs(observation)
-        return self._apply(self.actor, observation, task_id, 1)[0]
+        return self._run(self.actor, observation, task_id, 1)[0]
 
     def forward(self, observation: torch.Tensor, task_id: torch.Tensor | int | None = None) -> torch.Tensor:
         return self.policy(observation, task_id)
