@@ -6,7 +6,7 @@ from tensordict import TensorDict
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from tdmt.modules import BACKBONES, act_as, make_sac_backbone
-from tdmt.modules.backbones import SoftModularNet, is_row_layout
+from tdmt.modules.backbones import SoftModularNet, is_row_layout, rows_are_tasks
 
 K, N, OBS, ACT = 4, 6, 7, 3
 NETWORKS = ("mtsac", "mhsac", "sm", "paco")
@@ -53,10 +53,13 @@ def test_task_rows_do_not_depend_on_other_rows(name):
 @pytest.mark.parametrize("name", NETWORKS)
 def test_general_layout_equals_row_layout(name):
     td = batch()
-    loc, _, q = outputs(name, td)
+    with rows_are_tasks():  # the caller's promise: the per-task fast path, without reading task_id
+        assert is_row_layout(td["task_id"], K)
+        loc, _, q = outputs(name, td)
+    assert not is_row_layout(td["task_id"], K)  # without the promise: the general path, whatever the values
+    torch.testing.assert_close(outputs(name, td)[0], loc)
     perm = torch.randperm(K * N, generator=torch.Generator().manual_seed(1))
     flat = td.reshape(-1)[perm]
-    assert not is_row_layout(flat["task_id"], K)
     loc_flat, _, q_flat = outputs(name, flat)
     torch.testing.assert_close(loc_flat, loc.reshape(-1, ACT)[perm])
     torch.testing.assert_close(q_flat, q.reshape(-1, 1)[perm])

@@ -18,6 +18,18 @@ TINY = dict(suite="pendulum-mt3", hidden=(16,), batch_size_per_task=8, buffer_si
             exploration_steps=5, eval_episodes=1, final_eval_episodes=2, log_every=5, progress=False)
 
 
+def test_memmap_replay_is_refused_off_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as far as validation can tell
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="^storage='memmap' with replay_device='cuda' is not valid; valid: "
+                                         "replay_device=cpu or storage=memory$"):
+        parse_args(Config, ["storage=memmap", "replay_device=cuda"])
+    with pytest.raises(ValueError, match="storage='memmap' with device='cuda:0' .* valid: replay_device=cpu"):
+        parse_args(Config, ["storage=memmap", "device=cuda:0"])
+    cfg = parse_args(Config, ["storage=memmap", "device=cuda", "replay_device=cpu"])
+    assert cfg.replay_on() == torch.device("cpu") and parse_args(Config, ["device=cuda"]).replay_on().type == "cuda"
+
+
 def test_config_errors_and_defaults():
     with pytest.raises(ValueError, match="backbone='moe' is not a valid choice; valid: \\['mtsac', 'mhsac'"):
         parse_args(Config, ["backbone=moe"])
@@ -31,7 +43,10 @@ def test_config_errors_and_defaults():
         parse_args(Config, ["final_eval_episodes=0"])
     with pytest.raises(ValueError, match="mask_out_on='actor' is not a valid choice"):
         parse_args(Config, ["mask_out_on=actor"])
-    cfg = parse_args(Config, ["suite=metaworld-mt10", "backbone=paco", "seed=3", "device=cuda"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device='cuda' but no CUDA device is visible"):
+            parse_args(Config, ["device=cuda"])
+    cfg = parse_args(Config, ["suite=metaworld-mt10", "backbone=paco", "seed=3", "replay_device=cpu"])
     assert cfg.resolved_run_dir().startswith("runs/sac_mt/metaworld-mt10/backbone=paco-seed3-")
     paper = (cfg.lr, cfg.batch_size_per_task, cfg.gamma, cfg.tau, cfg.exploration_steps, cfg.reward_scale)
     assert paper == (1e-4, 128, 0.99, 0.005, 2000, 0.1)
@@ -69,7 +84,7 @@ def test_every_backbone_runs_and_writes_its_results(tmp_path, backbone):
     for name in ("metrics.csv", "eval.csv", "results.md", "curves.png", "summary.json", "config.yaml"):
         assert (tmp_path / backbone / name).exists(), name
     results = (tmp_path / backbone / "results.md").read_text()
-    assert "PendulumGravityHigh" in results and "final return (2 ep.)" in results
+    assert "PendulumGravityHigh" in results and "the final policy over 2" in results and "### final return" in results
     assert summary["final_eval_episodes"] == 2
 
 

@@ -20,11 +20,18 @@ API summary
   ``final_eval_episodes`` (100: CTPG Table 1), on at most ``MAX_EVAL_ENVS_PER_TASK`` env instances per task
   (:func:`evaluate_episodes` runs more episodes in rounds); checkpoint/resume via ``TrainingRun``; writes
   metrics.csv, eval.csv, results.md, curves.png, summary.json in ``run_dir``.
+
+Device (DESIGN §9): ``device=`` holds networks, optimiser states, targets, temperatures, the replay (unless
+``replay_device=`` says otherwise; ``storage=memmap`` needs a CPU replay) and the episode accumulators
+(:class:`EpisodeReturns`); the envs step on the CPU and hand over their batch once per step. Between logging
+intervals neither an env step nor an update reads the device: training-episode returns are logged every
+``log_every`` steps as the mean of the episodes that ended in the interval.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import ClassVar, Literal
@@ -34,16 +41,18 @@ from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate, ValueEstimators
 
+from tdmt import tables
 from tdmt.algos.run import TrainingRun
 from tdmt.config import BaseConfig
 from tdmt.data import PerTaskReplayBuffer
+from tdmt.device import autocast, resolve_device, speed_wrap
 from tdmt.envs import MultiTaskEnv, Suite, action_masks, get_suite, make_env
 from tdmt.eval import EvalResult, eval_summary, evaluate
-from tdmt.modules.backbones import make_sac_backbone
+from tdmt.modules.backbones import make_sac_backbone, rows_are_tasks
 from tdmt.objectives.multitask_sac import MultiTaskSACLoss
 from tdmt.optim import PCGrad
 from tdmt.progress import tqdm
-from tdmt.report import markdown_table, method_name, plot_curves, write_text
+from tdmt.report import method_name, plot_curves, write_text
 
 Backbone = Literal["mtsac", "mhsac", "pcgrad", "sm", "paco"]
 TRANSITION_KEYS = ("observation", "task_id", "action", ("next", "observation"), ("next", "task_id"),
@@ -89,7 +98,8 @@ class Config(BaseConfig):
     eval_every: int = 10_000  # env steps per task between evaluations (public code: eval_freq 10000; 0: only the final)
     final_eval_episodes: int = 100  # episodes per task of the final policy's evaluation: the Table 1 number
 
-    DEVICES: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    replay_device: str = ""  # where the replay lives: "" = the training device; cpu for a GPU run short of memory
+
     RANGES: ClassVar[dict[str, str]] = {
         "buffer_size_per_task": ">= 0", "exploration_steps": ">= 1", "updates_per_step": ">= 1",
         "alpha_init": "> 0", "alpha_max": "> 0",
@@ -98,9 +108,19 @@ class Config(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.replay_device and resolve_device(self.replay_device).type != "cpu" and self.storage == "memmap":
+            raise ValueError(f"storage='memmap' with replay_device={self.replay_device!r} is not valid; valid: "
+                             "replay_device=cpu or storage=memory")
+        if not self.replay_device and self.storage == "memmap" and resolve_device(self.device).type != "cpu":
+            raise ValueError(f"storage='memmap' with device={self.device!r} (the replay lives on the training device) "
+                             "is not valid; valid: replay_device=cpu or storage=memory")
         if self.alpha_max < self.alpha_init:
             raise ValueError(f"alpha_max={self.alpha_max} is below alpha_init={self.alpha_init}; valid: alpha_max >= "
                              "alpha_init")
+
+    def replay_on(self) -> torch.device:
+        """Where the replay lives: ``replay_device``, or the training device."""
+        return resolve_device(self.replay_device or self.device)
 
     def replay_size_per_task(self, suite: Suite) -> int:
         """``buffer_size_per_task``, or the paper's replay total for ``suite`` split evenly over its K tasks."""
@@ -126,12 +146,25 @@ def paper_sizes(suite: str, backbone: str, hidden: tuple[int, ...] = (), routing
     return (tuple(hidden) or default), options
 
 
+def adam(params: list[torch.Tensor], lr: float, capturable: bool = False) -> torch.optim.Adam:
+    """Adam with the fused kernel where it exists (float32 on CPU or CUDA): one kernel for all parameters, and its
+    step counts stay tensors on the parameters' device (the loop kernel reads them with ``.item()``: a host sync per
+    parameter on CUDA). ``capturable`` for CUDA-graph capture."""
+    fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None, capturable=capturable)
+
+
 class MultiTaskSAC:
-    """Networks, ``MultiTaskSACLoss``, optimizers and target updates of one multi-task SAC learner."""
+    """Networks, ``MultiTaskSACLoss``, optimizers and target updates of one multi-task SAC learner, on ``cfg.device``.
+
+    :meth:`update` makes no host sync (checked in ``tests/test_device_sac.py``); with ``cfg.compile`` /
+    ``cfg.cudagraphs`` it runs through :func:`tdmt.device.speed_wrap` (one wrapped function per Python branch: with
+    and without PaCo's reset), with ``cfg.precision=bfloat16`` the losses are autocast on the device's type.
+    """
 
     def __init__(self, cfg: Config, suite: Suite):
         self.cfg, self.suite = cfg, suite
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         hidden, options = paper_sizes(suite.name, cfg.backbone, cfg.hidden, cfg.sm_routing_input)
         backbone = make_sac_backbone(cfg.backbone, num_tasks=suite.num_tasks, obs_dim=suite.obs_max,
                                      act_dim=suite.act_max, hidden=hidden, **options)
@@ -147,19 +180,27 @@ class MultiTaskSAC:
         self.params = {"actor": list(self.loss.actor_network_params.values(True, True)),
                        "critic": list(self.loss.qvalue_network_params.values(True, True)),
                        "alpha": [self.loss.log_alpha]}
-        actor_opt = torch.optim.Adam(self.params["actor"], lr=cfg.lr)
-        critic_opt = torch.optim.Adam(self.params["critic"], lr=cfg.lr)
+        capturable = cfg.cudagraphs
+        actor_opt = adam(self.params["actor"], cfg.lr, capturable)
+        critic_opt = adam(self.params["critic"], cfg.lr, capturable)
         self.pcgrad = cfg.backbone == "pcgrad"
         if self.pcgrad:  # "mean" so that without conflicts the step equals the plain mean loss's
             actor_opt, critic_opt = PCGrad(actor_opt, reduction="mean"), PCGrad(critic_opt, reduction="mean")
         self.optimizers = {"actor": actor_opt, "critic": critic_opt,
-                           "alpha": torch.optim.Adam(self.params["alpha"], lr=cfg.lr)}
+                           "alpha": adam(self.params["alpha"], cfg.lr, capturable)}
+        self._sources = [*self.params["critic"]]
+        self._targets = list(self.loss.target_qvalue_network_params.values(True, True))
         self.paco_reset = cfg.backbone == "paco" and cfg.paco_reset
+        wrap = dict(compile=cfg.compile, cudagraphs=cfg.cudagraphs, device=self.device)
+        self._step = speed_wrap(functools.partial(self._update_step, reset=False), **wrap)
+        self._step_reset = speed_wrap(functools.partial(self._update_step, reset=True), **wrap) \
+            if self.paco_reset else None
         self.updates = 0
 
     def act(self, td: TensorDictBase) -> TensorDictBase:
-        """Write ``action`` ~ π (in the current exploration mode) into the env's ``td``, computed on ``device``."""
-        with torch.no_grad():
+        """Write ``action`` ~ π (in the current exploration mode) into the env's ``td``, computed on ``device``
+        (the env's rows: ``[K]`` or ``[K, E]``, row k task k)."""
+        with torch.no_grad(), rows_are_tasks():
             out = self.actor(td.select("observation", "task_id").to(self.device))
         return td.set("action", out.get("action").to(td.device))
 
@@ -174,11 +215,21 @@ class MultiTaskSAC:
         return td.set("action", td.get("action") * mask)
 
     def update(self, batch: TensorDictBase, env_steps: int) -> dict[str, torch.Tensor]:
-        """One SAC update on a ``[K, N]`` batch: critics, actor, temperatures (each gradient clipped to
-        ``max_grad_norm``, α capped at ``alpha_max``: the public code), PaCo's reset of masked-out tasks, then the
-        soft target update."""
+        """One SAC update on a ``[K, N]`` batch whose row k holds task k (``PerTaskReplayBuffer.sample()``):
+        critics, actor, temperatures (each gradient clipped to ``max_grad_norm``, α capped at ``alpha_max``: the
+        public code), PaCo's reset of masked-out tasks (from ``mask_out_start``), then the soft target update.
+        Returns the loss's outputs (detached tensors on the device: read them at logging intervals only)."""
         self.loss.set_env_steps(env_steps)
-        out = self.loss(batch)
+        reset = self.paco_reset and env_steps >= self.cfg.mask_out_start
+        with rows_are_tasks():
+            out = (self._step_reset if reset else self._step)(batch)
+        self.updates += 1
+        return dict(out.items())
+
+    def _update_step(self, batch: TensorDictBase, reset: bool) -> TensorDictBase:
+        """The update itself (what ``compile``/``cudagraphs`` wrap): tensors in, tensors out, no host read."""
+        with autocast(self.device, self.cfg.precision):
+            out = self.loss(batch)
         for opt in self.optimizers.values():
             opt.zero_grad()
         if self.pcgrad:
@@ -193,11 +244,16 @@ class MultiTaskSAC:
         for opt in self.optimizers.values():
             opt.step()
         self.loss.cap_alpha_()
-        if self.paco_reset and env_steps >= self.cfg.mask_out_start:
+        if reset:
             self.loss.reset_extreme_compositions(out["task_kept"])
-        self.target_updater.step()
-        self.updates += 1
-        return {key: value.detach() for key, value in out.items()}
+        self.soft_update()
+        return out.detach()
+
+    @torch.no_grad()
+    def soft_update(self) -> None:
+        """``θ' ← τ θ + (1 - τ) θ'`` for the target critics (what ``target_updater.step()`` computes), in one foreach
+        kernel instead of one per parameter."""
+        torch._foreach_lerp_(self._targets, self._sources, self.cfg.tau)
 
     def state_dict(self) -> dict:
         return {"loss": self.loss.state_dict(), "updates": self.updates,
@@ -208,6 +264,32 @@ class MultiTaskSAC:
         self.updates = state["updates"]
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+
+
+class EpisodeReturns:
+    """Training-episode returns per task, summed on the device as the env steps (no host read: a mask, not a
+    branch, at episode ends) and read by :meth:`pop` at logging intervals."""
+
+    def __init__(self, num_tasks: int, device: torch.device, envs_per_task: int = 1):
+        self.running = torch.zeros(num_tasks, envs_per_task, device=device)  # of the episodes under way
+        self.total = torch.zeros(num_tasks, device=device)  # of the episodes finished since the last pop
+        self.count = torch.zeros(num_tasks, device=device)
+
+    def add(self, reward: torch.Tensor, done: torch.Tensor) -> None:
+        """One env step: ``reward``/``done`` of shape ``[K, ...]`` (row k: task k)."""
+        ended = done.reshape(self.running.shape).to(self.running.dtype)
+        running = self.running + reward.reshape(self.running.shape)
+        self.total += (running * ended).sum(-1)
+        self.count += ended.sum(-1)
+        self.running = running * (1 - ended)
+
+    def pop(self) -> dict[int, float]:
+        """Mean return per task of the episodes finished since the last call (tasks with none are left out); reads
+        the device once."""
+        total, count = torch.stack([self.total, self.count]).tolist()
+        self.total.zero_()
+        self.count.zero_()
+        return {k: t / c for k, (t, c) in enumerate(zip(total, count)) if c > 0}
 
 
 def update_metrics(out: dict[str, torch.Tensor], task_names: list[str]) -> dict[str, float]:
@@ -245,24 +327,19 @@ def evaluate_episodes(env: MultiTaskEnv, policy, episodes: int) -> EvalResult:
 
 
 def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -> None:
+    """``results.md``, the report of this run (:func:`tdmt.tables.report_markdown`, as ``tdmt report``), and
+    ``curves.png``."""
     rows = run.evals.rows()
     metric = "success" if suite.success_metric else "return"
-    plot_curves({method_name("sac_mt", cfg): [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
+    label = method_name("sac_mt", cfg)
+    plot_curves({label: [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
                 title=f"sac_mt {cfg.backbone} on {suite.name}, seed {cfg.seed}")
-    header = ["task", f"final return ({cfg.final_eval_episodes} ep.)", "max average return"] + (
-        ["final success"] if suite.success_metric else [])
-    table = []
-    for name in suite.task_names:
-        values = [float(r[f"eval/{name}/return"]) for r in rows]
-        line = [name, values[-1], max(values)]
-        if suite.success_metric:
-            line.append(float(rows[-1][f"eval/{name}/success"]))
-        table.append(line)
     text = (f"# sac_mt ({cfg.backbone}) on {suite.name}, seed {cfg.seed}\n\n"
             f"{summary['steps']} env steps per task, {summary['updates']} updates, "
             f"{summary['wall_time_s'] / 60:.1f} min. Evaluation: {cfg.eval_episodes} deterministic episodes per task "
             f"every {cfg.eval_every} steps, and the final policy over {cfg.final_eval_episodes} (CTPG Table 1: final; "
-            "KTM-DRL Table 1: max average).\n\n" + markdown_table(header, table))
+            "KTM-DRL Table 1: max average).\n\n"
+            + tables.report_markdown({label: [rows]}, suite.task_names, suite.success_metric))
     write_text(run.dir / "results.md", text)
 
 
@@ -279,15 +356,17 @@ def run(cfg: Config) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     suite = get_suite(cfg.suite)
-    env = make_env(cfg.suite, seed=cfg.seed)  # envs and replay stay on the CPU; networks live on cfg.device
-    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=eval_envs_per_task(cfg))
+    # the envs step on the CPU and hand their batch to cfg.device once; networks, replay and counters live there
+    env = make_env(cfg.suite, seed=cfg.seed, device=cfg.device)
+    eval_env = make_env(cfg.suite, seed=cfg.seed + 10_000, num_envs_per_task=eval_envs_per_task(cfg),
+                        device=cfg.device)
     sac = MultiTaskSAC(cfg, suite)
     replay = PerTaskReplayBuffer(suite.num_tasks, cfg.replay_size_per_task(suite), cfg.batch_size_per_task,
-                                 storage=cfg.storage)
+                                 storage=cfg.storage, device=cfg.replay_on())
     buffers = {"replay": replay}
     run_ = TrainingRun(cfg.run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     first = run_.resume(sac.load_state_dict, buffers) + 1
-    episode_return = torch.zeros(suite.num_tasks)
+    returns = EpisodeReturns(suite.num_tasks, sac.device)
     td = env.reset()
     start, last = time.time(), None
     with run_.guard(sac.state_dict, buffers) as guard:
@@ -299,18 +378,15 @@ def run(cfg: Config) -> dict:
             reward = stored.get(("next", "reward"))
             stored.set(("next", "reward"), reward * cfg.reward_scale)
             replay.extend(stored)
-            episode_return += reward.squeeze(-1)
-            done = transition.get(("next", "done")).squeeze(-1)
-            if done.any():
-                run_.metrics.log(step, **{f"train/{suite.task_names[k]}/episode_return": float(episode_return[k])
-                                          for k in done.nonzero().flatten().tolist()})
-                episode_return[done] = 0.0
+            returns.add(reward, transition.get(("next", "done")))
             if step > cfg.exploration_steps:
                 for _ in range(cfg.updates_per_step):
-                    last = sac.update(replay.sample().to(sac.device), env_steps=step)
-            if step % cfg.log_every == 0 and last is not None:
+                    last = sac.update(replay.sample().to(sac.device, non_blocking=True), env_steps=step)
+            if step % cfg.log_every == 0:  # the one read of the device per logging interval
+                ended = {f"train/{suite.task_names[k]}/episode_return": r for k, r in returns.pop().items()}
                 sps = (step - first + 1) / max(time.time() - start, 1e-9)
-                run_.metrics.log(step, **update_metrics(last, suite.task_names), steps_per_s=sps)
+                run_.metrics.log(step, **(update_metrics(last, suite.task_names) if last is not None else {}),
+                                 **ended, steps_per_s=sps)
             if step == cfg.total_steps:  # the final policy over final_eval_episodes (CTPG Table 1)
                 _evaluate(run_, eval_env, sac, step, cfg.final_eval_episodes)
             elif cfg.eval_every and step % cfg.eval_every == 0:

@@ -13,9 +13,10 @@ API summary
 **Acting as task j.** Every network takes the task from ``task_id`` only (``task_onehot`` is not read: MTSAC and
 SM derive the one-hot from ``task_id``), so π_j or Q_j is applied to any rows — e.g. states of task i — by
 overwriting ``task_id``: ``act_as(td, j)`` (``j`` an int or a tensor of per-row ids). Rows never interact: row r's
-output depends only on row r's inputs. Any batch shape works; the ``[K, ...]`` layout whose row k holds
-``task_id == k`` (replay samples ``[K, N]``, env batches ``[K]``/``[K, E]``) takes the one-``baddbmm`` fast path
-for per-task parameters; other layouts evaluate all K heads (MHSAC) or the P parameter sets (PaCo) and pick.
+output depends only on row r's inputs. Any batch shape works; inside :func:`rows_are_tasks` (the caller's promise
+that row k of a ``[K, ...]`` batch holds task k: replay samples ``[K, N]``, env batches ``[K]``/``[K, E]``) the
+per-task parameters take the one-``baddbmm`` fast path; otherwise all K heads (MHSAC) or the P parameter sets
+(PaCo) are evaluated and each row picks its own. No forward reads ``task_id`` on the host (DESIGN §9).
 
 **Every task on the same rows.** ``net.all_tasks(x)`` returns ``[K, *batch, out]`` with ``[j] == net(x, j)``: what
 CTPG's hindsight relabel needs (all K control policies scored on the same stored steps). Each net computes its
@@ -39,8 +40,9 @@ Backbones (``name``):
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -49,8 +51,9 @@ from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import Tensor, nn
 from torchrl.data import Bounded
 from torchrl.modules import ProbabilisticActor, TanhNormal
+from torchrl.modules.distributions.continuous import SafeTanhTransform
 
-from tdmt.modules.stacked import StackedLinear, apply_per_task
+from tdmt.modules.stacked import StackedLinear
 
 BACKBONES = ("mtsac", "mhsac", "pcgrad", "sm", "paco")
 SM_ROUTING_INPUTS = ("state_and_task", "task")
@@ -64,12 +67,52 @@ def act_as(td: TensorDictBase, task_id: int | Tensor) -> TensorDictBase:
     return out
 
 
+_ROWS_ARE_TASKS = [False]  # set by :func:`rows_are_tasks`; a plain global so that torch.compile guards on it
+
+
+@contextlib.contextmanager
+def rows_are_tasks() -> Iterator[None]:
+    """Inside, the caller promises that every ``[K, ...]`` ``task_id`` the backbones see holds task k in row k (a
+    ``PerTaskReplayBuffer.sample()``, a ``[K]``/``[K, E]`` env batch): MHSAC and PaCo then take the per-task fast
+    path (one ``baddbmm``) without reading ``task_id`` — reading it would make a CUDA stream wait for the host on
+    every forward (DESIGN §9). Outside, every layout takes the general path (same values, row by row)."""
+    previous = _ROWS_ARE_TASKS[0]
+    _ROWS_ARE_TASKS[0] = True
+    try:
+        yield
+    finally:
+        _ROWS_ARE_TASKS[0] = previous
+
+
 def is_row_layout(task_id: Tensor, num_tasks: int) -> bool:
-    """True when ``task_id`` is ``[K, ...]`` with ``task_id[k, ...] == k`` (the fast path for per-task params)."""
-    if task_id.dim() == 0 or task_id.shape[0] != num_tasks:
-        return False
-    rows = torch.arange(num_tasks, device=task_id.device).view(num_tasks, *([1] * (task_id.dim() - 1)))
-    return bool((task_id == rows).all())
+    """Whether to take the per-task fast path: inside :func:`rows_are_tasks`, for ``[K, ...]`` ids (from the shape
+    only: no host read)."""
+    return _ROWS_ARE_TASKS[0] and task_id.dim() > 0 and task_id.shape[0] == num_tasks
+
+
+def one_hot(task_id: Tensor, num_tasks: int, dtype: torch.dtype) -> Tensor:
+    """``one_hot(task_id)`` by comparison with ``arange(K)``: ``nn.functional.one_hot`` reads the largest id on the
+    host first (a sync on CUDA)."""
+    return (task_id.unsqueeze(-1) == torch.arange(num_tasks, device=task_id.device)).to(dtype)
+
+
+class UnitTanhNormal(TanhNormal):
+    """TorchRL's ``TanhNormal`` on ``[-1, 1]`` (``upscale=5``, ``tanh_loc=False``, safe tanh), built without host reads.
+
+    TorchRL's constructor checks ``high > low`` and ``high != 1`` with ``bool(tensor)`` on every call (two host
+    syncs per actor forward on CUDA); with the bounds fixed to ``[-1, 1]`` both answers are known, so they are set
+    here and the rest (``update``, sampling, log-probs) is TorchRL's own.
+    """
+
+    def __init__(self, loc: Tensor, scale: Tensor, event_dims: int | None = None):
+        self.non_trivial_max = self.non_trivial_min = False
+        self.tanh_loc, self.upscale = False, 5.0
+        self._event_dims = min(1, loc.ndim) if event_dims is None else event_dims
+        self.device = loc.device
+        self.low = torch.full((), -1.0, device=loc.device)
+        self.high = torch.full((), 1.0, device=loc.device)
+        self._t = SafeTanhTransform()
+        self.update(loc, scale)
 
 
 def task_grid(num_tasks: int, lead: torch.Size, device: torch.device) -> Tensor:
@@ -97,8 +140,7 @@ class OneHotMLP(nn.Module):
         self.net = mlp(in_features + num_tasks, hidden, out_features)
 
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
-        onehot = nn.functional.one_hot(task_id, self.num_tasks).to(x.dtype)
-        return self.net(torch.cat([x, onehot], -1))
+        return self.net(torch.cat([x, one_hot(task_id, self.num_tasks, x.dtype)], -1))
 
     def all_tasks(self, x: Tensor) -> Tensor:
         """``[K, *batch, out]``: ``W[x, e_j] + b = (W_x x + b) + W_e[:, j]``, so the ``x`` half is computed once."""
@@ -127,8 +169,10 @@ class MultiHeadMLP(nn.Module):
         h = self.trunk(x)
         if is_row_layout(task_id, self.num_tasks):
             return self.heads(h)
-        flat = apply_per_task(self.heads, h.reshape(-1, h.shape[-1]), task_id.reshape(-1), self.num_tasks)
-        return flat.reshape(*h.shape[:-1], -1)
+        # every head on every row (the heads are small next to the trunk), then row r keeps head task_id[r]
+        every = self.heads(h.reshape(1, -1, h.shape[-1]).expand(self.num_tasks, -1, -1))  # [K, R, out]
+        index = task_id.reshape(1, -1, 1).expand(1, every.shape[1], every.shape[2])
+        return every.gather(0, index).reshape(*h.shape[:-1], -1)
 
     def all_tasks(self, x: Tensor) -> Tensor:
         """``[K, *batch, out]``: the trunk once, then every head on its output (one ``baddbmm``)."""
@@ -230,7 +274,9 @@ class PaCoMLP(nn.Module):
         self.task_weights = nn.Parameter(w / w.norm(dim=-1, keepdim=True))
 
     def forward(self, x: Tensor, task_id: Tensor) -> Tensor:
-        row_layout = is_row_layout(task_id, self.num_tasks)
+        return self._forward(x, task_id, is_row_layout(task_id, self.num_tasks))
+
+    def _forward(self, x: Tensor, task_id: Tensor, row_layout: bool) -> Tensor:
         lead = x.shape[:-1]
         if row_layout:
             h = x.reshape(self.num_tasks, -1, x.shape[-1])
@@ -250,7 +296,7 @@ class PaCoMLP(nn.Module):
     def all_tasks(self, x: Tensor) -> Tensor:
         """``[K, *batch, out]`` through the ``[K, ...]`` row-layout path (weights composed once per task)."""
         grid = task_grid(self.num_tasks, x.shape[:-1], x.device)
-        return self(x.unsqueeze(0).expand(self.num_tasks, *x.shape), grid)
+        return self._forward(x.unsqueeze(0).expand(self.num_tasks, *x.shape), grid, row_layout=True)
 
 
 _NETS = {"mtsac": OneHotMLP, "pcgrad": OneHotMLP, "mhsac": MultiHeadMLP, "sm": SoftModularNet, "paco": PaCoMLP}
@@ -313,8 +359,7 @@ def make_sac_backbone(name: str, *, num_tasks: int, obs_dim: int, act_dim: int,
     critic_net = _CriticNet(cls(num_tasks, obs_dim + act_dim, 1, tuple(hidden), **options))
     module = TensorDictModule(actor_net, in_keys=["observation", "task_id"], out_keys=["loc", "scale"])
     actor = ProbabilisticActor(module, in_keys=["loc", "scale"], out_keys=["action"],
-                               spec=Bounded(-1.0, 1.0, (act_dim,)), distribution_class=TanhNormal,
-                               distribution_kwargs={"low": -1.0, "high": 1.0})
+                               spec=Bounded(-1.0, 1.0, (act_dim,)), distribution_class=UnitTanhNormal)
     qvalue = TensorDictModule(critic_net, in_keys=["observation", "action", "task_id"],
                               out_keys=["state_action_value"])
     return SACBackbone(actor, qvalue)

@@ -67,17 +67,17 @@ def loss_rescaling_weights(log_alpha: Tensor) -> Tensor:
     return log_alpha.numel() * torch.softmax(-log_alpha, dim=-1)
 
 
-def extreme_task_mask(task_losses: Tensor, env_steps: int, threshold: float, start: int) -> Tensor:
+def extreme_task_mask(task_losses: Tensor, env_steps: int | Tensor, threshold: float, start: int) -> Tensor:
     """``True`` for tasks to keep: after ``start`` env steps, a task is dropped when ``|loss| > threshold``.
 
-    ``task_losses`` is ``[K]`` or ``[L, K]`` (several losses: a task is dropped if any of them is extreme).
+    ``task_losses`` is ``[K]`` or ``[L, K]`` (several losses: a task is dropped if any of them is extreme);
+    ``env_steps`` may be a tensor on the device (no host read: the start is a mask, not a branch).
     """
-    if env_steps < start:
-        return torch.ones(task_losses.shape[-1], dtype=torch.bool, device=task_losses.device)
     extreme = task_losses.detach().abs() > threshold
     if extreme.dim() > 1:
         extreme = extreme.any(0)
-    return ~extreme
+    started = torch.as_tensor(env_steps, device=task_losses.device) >= start
+    return ~(extreme & started)
 
 
 def per_task_mean(values: Tensor, task_id: Tensor, num_tasks: int) -> Tensor:
@@ -85,10 +85,11 @@ def per_task_mean(values: Tensor, task_id: Tensor, num_tasks: int) -> Tensor:
 
     Tasks absent from the batch get 0.
     """
-    tid = task_id.reshape(-1)
-    sums = torch.zeros(num_tasks, dtype=values.dtype, device=values.device).index_add(0, tid, values.reshape(-1))
-    counts = torch.bincount(tid, minlength=num_tasks).clamp_min(1).to(values.dtype)
-    return sums / counts
+    tid, flat = task_id.reshape(-1), values.reshape(-1)
+    zeros = torch.zeros(num_tasks, dtype=values.dtype, device=values.device)
+    # counts by scatter-add: torch.bincount reads the largest id on the host first (a sync on CUDA)
+    counts = zeros.index_add(0, tid, torch.ones_like(flat)).clamp_min(1)
+    return zeros.index_add(0, tid, flat) / counts
 
 
 def masked_tanh_normal_log_prob(dist, preimage: Tensor, action: Tensor, mask: Tensor) -> Tensor:
@@ -374,10 +375,11 @@ class MultiTaskSACLoss(LossModule):
             return
         keep = kept.detach().bool()
         K = keep.shape[0]
-        coeff = torch.rand(K, K, generator=generator, device="cpu").to(keep.device) * keep.to(torch.float32)
+        device = keep.device if generator is None else generator.device  # drawn where the weights live
+        coeff = torch.rand(K, K, generator=generator, device=device).to(keep.device) * keep.to(torch.float32)
         coeff = coeff / coeff.sum(-1, keepdim=True).clamp_min(torch.finfo(coeff.dtype).tiny)
         sets = entries[0][0].get(entries[0][1]).shape[-1]
-        fresh = torch.rand(K, sets, generator=generator, device="cpu").to(keep.device)
+        fresh = torch.rand(K, sets, generator=generator, device=device).to(keep.device)
         fresh = fresh / fresh.norm(dim=-1, keepdim=True)  # unit-norm rows, as PaCoMLP initialises them
         for params, key in entries:
             weights = params.get(key)
@@ -401,7 +403,7 @@ class MultiTaskSACLoss(LossModule):
         loss_alpha = per_task_mean(self.alpha_loss(log_prob, task_id), task_id, K)
         weight = loss_rescaling_weights(self.log_alpha) if self.loss_rescaling else torch.ones_like(loss_q)
         deciding = loss_q if self.mask_out_on == "critic" else torch.stack([loss_q, loss_pi])
-        kept = extreme_task_mask(deciding, int(self.env_steps), self.mask_out_threshold,
+        kept = extreme_task_mask(deciding, self.env_steps, self.mask_out_threshold,
                                  self.mask_out_start).to(loss_q.dtype)
         tensordict.set(self.tensor_keys.priority, td_error)
         return TensorDict({
