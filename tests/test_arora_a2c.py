@@ -158,3 +158,26 @@ def test_deterministic_action_is_the_mean_or_tanh_of_it(policy):
     torch.testing.assert_close(out["action"], squash(out["loc"]))
     # gaussian: the head is the mean only (σ is a separate per-task parameter); tanh_normal: mean and σ
     assert actor_net(agent.actor).head.weight.shape == (K, 64, 1 if policy == "gaussian" else 2)
+
+
+def test_n_step_return_equals_torchrls_td1_estimator_through_truncations_and_terminations():
+    """The advantage's target (Eq. 3), computed here without host reads, is what TorchRL's TD1 estimator (the loss's
+    estimator before) gives on the same rollout: bootstrapped at the rollout end and at a truncation, cut at a
+    termination."""
+    from torchrl.objectives import ValueEstimators
+
+    from tdmt.algos.a2c_multitask import n_step_return
+
+    agent, batch = _agent_and_batch()
+    done, terminated = torch.zeros(K, 2, 5, 1, dtype=torch.bool), torch.zeros(K, 2, 5, 1, dtype=torch.bool)
+    done[0, 0, 1] = done[1, 1, 2] = done[2, 0, 3] = done[2, 0, 0] = True  # truncations
+    done[1, 0, 1] = terminated[1, 0, 1] = done[0, 1, 3] = terminated[0, 1, 3] = True  # terminations
+    batch.set(("next", "done"), done)
+    batch.set(("next", "terminated"), terminated)
+    batch.set(("next", "reward"), torch.randn(K, 2, 5, 1))
+    agent.loss.make_value_estimator(ValueEstimators.TD1, gamma=0.9)
+    expected = agent.loss.value_estimator(batch.clone()).get("value_target")
+    critic, nxt = agent.critic.module, batch["next"]
+    with torch.no_grad():
+        got = n_step_return(nxt["reward"], critic(nxt["observation"], nxt["task_id"]), done, terminated, 0.9)
+    torch.testing.assert_close(got, expected)
