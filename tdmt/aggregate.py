@@ -1,11 +1,12 @@
 """Aggregate a finished sweep into the papers' tables and figures (``tdmt report runs/<sweep>``).
 
-For every finished run (``summary.json`` present) the per-task score is read from its ``eval.csv``:
+For every finished run (``summary.json`` present) the per-task scores are read from its ``eval.csv`` by
+:mod:`tdmt.tables`, the code that writes every run's own ``results.md`` and the ``--paper`` comparison:
 
 * ``max average return`` = max over evaluation points of the mean episode return (KTM-DRL Tables 1–2),
 * ``final return`` = the last evaluation point, and on Meta-World the final ``success`` rate (CTPG Table 1).
 
-Per suite the report holds, as Markdown (``report.md``) and CSV:
+Per suite the report holds, as Markdown (``report.md``) and CSV (:func:`tdmt.tables.report_tables`):
 
 * **Table 1/2 layout** (``<suite>_max_return.csv``): one row per task, one column per method, cells
   ``mean ± std`` across seeds, with an "Ideal" column for the single-task teachers when their runs exist;
@@ -24,24 +25,21 @@ runs are those of the ``train_teachers`` recipe ("Ideal"), in the folder itself 
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from tdmt import runs as runs_mod
+from tdmt import tables
 from tdmt.algos.run import SUMMARY
 from tdmt.envs import get_suite
 from tdmt.logger import CSVLog
-from tdmt.report import markdown_table, method_name, plot_curves, write_text
+from tdmt.report import plot_curves, write_text
+from tdmt.tables import IDEAL
 
 TEACHER_RECIPE = "train_teachers"
-IDEAL = method_name(TEACHER_RECIPE, {})
 
 
 @dataclass
@@ -56,10 +54,6 @@ class RunResult:
     method: str = ""  # the paper's name of the method (tdmt.report.method_name)
 
     dir: Path = Path()  # the run folder
-
-    def scores(self, task: str, metric: str = "return") -> np.ndarray:
-        column = f"eval/{task}/{metric}"
-        return np.asarray([float(r[column]) for r in self.rows if r.get(column) not in (None, "")])
 
 
 def find_runs(folder: str | os.PathLike) -> list[RunResult]:
@@ -79,26 +73,6 @@ def _labels(runs: list[RunResult]) -> dict[tuple[str, str], str]:
             for r in runs}
 
 
-def _stat(values: list[float]) -> tuple[float, float, int]:
-    arr = np.asarray(values, dtype=float)
-    return (float(arr.mean()), float(arr.std()), len(arr)) if len(arr) else (float("nan"), float("nan"), 0)
-
-
-def _cell(mean: float, std: float, n: int) -> str:
-    if n == 0:
-        return "n/a"
-    digits = 2 if abs(mean) < 10 else 1
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _csv(header: list[str], rows: list[list[object]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def _per_method(runs: list[RunResult], labels: dict[tuple[str, str], str]) -> dict[str, list[RunResult]]:
     """Runs grouped by label, the Ideal (teachers) first."""
     grouped: dict[str, list[RunResult]] = defaultdict(list)
@@ -107,64 +81,23 @@ def _per_method(runs: list[RunResult], labels: dict[tuple[str, str], str]) -> di
     return dict(sorted(grouped.items(), key=lambda kv: (kv[0] != IDEAL, kv[0])))
 
 
-def score_table(methods: dict[str, list[RunResult]], tasks: list[str], reduce: str, metric: str = "return"
-                ) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """``{method: {task: (mean, std, seeds)}}`` of each run's ``max`` or ``last`` evaluation score."""
-    pick = {"max": np.max, "last": lambda a: a[-1]}[reduce]
-    table = {}
-    for label, runs in methods.items():
-        table[label] = {t: _stat([float(pick(s)) for r in runs if len(s := r.scores(t, metric))]) for t in tasks}
-    return table
-
-
-def ratio_table(methods: dict[str, list[RunResult]], tasks: list[str]) -> dict[str, dict[str, float]]:
-    """Performance ratio (KTM-DRL Table 3): each run's max average return over the Ideal's, mean over seeds; nan
-    where the Ideal's return is not positive (a ratio of two negative returns inverts: 1.4 would mean worse), the
-    average is over the other tasks (as the recipes' ``results.md``)."""
-    ideal = {t: _stat([float(s.max()) for r in methods[IDEAL] if len(s := r.scores(t))])[0] for t in tasks}
-    table = {}
-    for label, runs in methods.items():
-        if label == IDEAL:
-            continue
-        row = {t: float(np.mean([s.max() / ideal[t] for r in runs if len(s := r.scores(t))] or [np.nan]))
-               if ideal[t] > 0 else float("nan") for t in tasks}
-        valid = [v for v in row.values() if not np.isnan(v)]
-        row["average"] = float(np.mean(valid)) if valid else float("nan")
-        table[label] = row
-    return table
-
-
 def _suite_section(suite: str, runs: list[RunResult], labels: dict, out: Path) -> tuple[str, list[Path]]:
+    """The suite's tables (:func:`tdmt.tables.report_tables`, as every run's ``results.md``), their CSVs and the
+    learning curves."""
     tasks = get_suite(suite).task_names
+    success = get_suite(suite).success_metric
     methods = _per_method(runs, labels)
-    written = []
+    columns = {m: [r.rows for r in rs] for m, rs in methods.items()}
     text = f"## {suite}\n\nSeeds per method: " + ", ".join(f"{m} {len(r)}" for m, r in methods.items()) + "\n\n"
-    tables = [("max average return", "max", "return", "max_return"),
-              ("final return", "last", "return", "final_return")]
-    if get_suite(suite).success_metric:
-        tables.append(("final success rate", "last", "success", "final_success"))
-    for title, reduce, metric, stem in tables:
-        scores = score_table(methods, tasks, reduce, metric)
-        header = ["task", *scores]
-        rows = [[t, *(_cell(*scores[m][t]) for m in scores)] for t in tasks]
-        text += f"### {title} (mean ± std across seeds)\n\n" + markdown_table(header, rows) + "\n"
-        csv_rows = [[t, m, *scores[m][t]] for t in tasks for m in scores]
-        path = out / f"{suite}_{stem}.csv"
-        write_text(path, _csv(["task", "method", "mean", "std", "seeds"], csv_rows))
-        written.append(path)
-    if IDEAL in methods and len(methods) > 1:
-        ratios = ratio_table(methods, tasks)
-        header = ["method", *tasks, "average"]
-        rows = [[m, *(f"{r[c]:.4f}" for c in (*tasks, "average"))] for m, r in ratios.items()]
-        text += ("### performance ratio to Ideal (KTM-DRL Table 3 layout; nan where the Ideal's return is not "
-                 "positive, the average is over the other tasks)\n\n" + markdown_table(header, rows) + "\n")
-        path = out / f"{suite}_ratio.csv"
-        write_text(path, _csv(header, [[m, *(r[c] for c in (*tasks, "average"))] for m, r in ratios.items()]))
-        written.append(path)
-    curves = {m: [r.rows for r in rs] for m, rs in methods.items()}
-    pngs = [plot_curves(curves, tasks, out / f"{suite}_curves.png", title=f"{suite}: return, mean ± std across seeds")]
-    if get_suite(suite).success_metric:
-        pngs.append(plot_curves(curves, tasks, out / f"{suite}_success_curves.png", metric="success",
+    text += tables.CELLS_NOTE
+    written = []
+    for table in tables.report_tables(columns, tasks, success):
+        text += table.markdown() + "\n"
+        written.append(out / f"{suite}_{table.stem}.csv")
+        write_text(written[-1], table.csv())
+    pngs = [plot_curves(columns, tasks, out / f"{suite}_curves.png", title=f"{suite}: return, mean ± std across seeds")]
+    if success:
+        pngs.append(plot_curves(columns, tasks, out / f"{suite}_success_curves.png", metric="success",
                                 title=f"{suite}: success rate, mean ± std across seeds"))
     text += "".join(f"![learning curves]({png.name})\n\n" for png in pngs)
     return text, [*written, *pngs]

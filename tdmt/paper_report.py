@@ -4,7 +4,8 @@ For every cell of the table (:mod:`tdmt.paper_tables`) the runs that compute it 
 under the given folders (:func:`tdmt.runs.find_runs`): same recipe and suite, and the table's method switches
 (every config key that some cell of the table sets for that recipe) as the cell sets them, and not at a value that
 marks another cell (so runs with scaled-down budgets still find their cells). Each run gives one score
-from its ``eval.csv``, in the paper's metric:
+from its ``eval.csv``, in the paper's metric, computed by :mod:`tdmt.tables` (as its ``results.md`` and
+``tdmt report``):
 
 * ``max_average_reward`` — max over evaluations of the task's mean return (KTM-DRL Tables 1–2);
 * ``performance_ratio`` — that, over the Ideal teachers' (mean over their seeds; nan where it is not positive);
@@ -25,9 +26,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from tdmt import runs as runs_mod
+from tdmt import tables
 from tdmt.algos import get_recipe
 from tdmt.envs import get_suite
 from tdmt.logger import CSVLog
@@ -69,10 +69,6 @@ def _matches(run: runs_mod.RunInfo, target: Target, switches: dict[str, list]) -
     return True
 
 
-def _column(rows: list[dict[str, str]], column: str) -> np.ndarray:
-    return np.asarray([float(r[column]) for r in rows if r.get(column) not in (None, "")])
-
-
 def _tasks(target: Target) -> list[str]:
     return [target.task] if target.task else list(get_suite(target.suite).task_names)
 
@@ -83,39 +79,22 @@ def _finetune_rows(run: runs_mod.RunInfo, target: Target) -> tuple[list[dict[str
     if target.overrides.get("scratch_target"):  # Scratch row: each task's policy trained from scratch
         phase = "source" if target.task == cfg.get("source_task") else "scratch_target"
         return CSVLog(run.dir / phase / "eval.csv").rows(), None
-    fraction = target.eval_at_frames / target.env_steps_per_task if target.eval_at_frames else None
-    return CSVLog(run.dir / "target" / "eval.csv").rows(), fraction
+    return CSVLog(run.dir / "target" / "eval.csv").rows(), _fraction(target)
 
 
-def _at_fraction(rows: list[dict[str, str]], fraction: float | None) -> list[dict[str, str]]:
-    """The evaluation row at ``fraction`` of the run (the last one at or before it), as a one-row list."""
-    if not rows:
-        return []
-    if fraction is None:
-        return rows[-1:]
-    last = float(rows[-1]["step"])
-    before = [r for r in rows if float(r["step"]) <= fraction * last + 1e-9]
-    return (before or rows[:1])[-1:]
+def _fraction(target: Target) -> float | None:
+    """The fraction of the run a cell reads (Arora: 1M of 5M frames); None: its end."""
+    return target.eval_at_frames / target.env_steps_per_task if target.eval_at_frames else None
 
 
 def run_score(run: runs_mod.RunInfo, target: Target) -> float:
-    """One run's score for ``target`` in the paper's metric (nan when its ``eval.csv`` lacks it)."""
+    """One run's score for ``target`` in the paper's metric (:func:`tdmt.tables.mean_score`; nan when its
+    ``eval.csv`` lacks it)."""
     if run.recipe == "finetune":
         rows, fraction = _finetune_rows(run, target)
     else:
-        rows, fraction = CSVLog(run.dir / "eval.csv").rows(), target.eval_at_frames and (
-            target.eval_at_frames / target.env_steps_per_task)
-    metric, tasks = target.metric, _tasks(target)
-    if metric in ("max_average_reward", "performance_ratio"):
-        values = [_column(rows, f"eval/{t}/return") for t in tasks]
-        return float(np.mean([v.max() for v in values])) if all(len(v) for v in values) else math.nan
-    chosen = _at_fraction(rows, fraction or None)
-    field = "success" if metric == "success_rate" else "return"
-    values = [_column(chosen, f"eval/{t}/{field}") for t in tasks]
-    if not all(len(v) for v in values):
-        return math.nan
-    mean = float(np.mean([v[-1] for v in values]))
-    return mean * 100.0 if metric == "success_rate" and mean <= 1.0 else mean
+        rows, fraction = CSVLog(run.dir / "eval.csv").rows(), _fraction(target)
+    return tables.mean_score(rows, _tasks(target), target.metric, fraction)
 
 
 def _budget(run: runs_mod.RunInfo) -> int | None:
@@ -141,8 +120,7 @@ def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: s
     if reference is not None:
         for task in get_suite(reference.suite).task_names:
             one = dataclasses.replace(reference, task=task, metric="max_average_reward")
-            scores = [run_score(r, one) for r in runs if _matches(r, one, {})]
-            ideal[task] = float(np.nanmean(scores)) if scores else math.nan
+            ideal[task] = tables.Stat.of([run_score(r, one) for r in runs if _matches(r, one, {})]).mean
     csv_rows, md_rows, used = [], [], []
     for row in table.rows:
         md_row = [row]
@@ -154,22 +132,20 @@ def paper_report(folders: Sequence[str | os.PathLike], table_id: str, out_dir: s
                 continue
             matched = [r for r in runs if _matches(r, target, switches.get(target.recipe, {}))]
             used += matched
-            scores = np.asarray([run_score(r, target) for r in matched], dtype=float)
+            scores = [run_score(r, target) for r in matched]
             if target.metric == "performance_ratio":
-                base = ideal.get(target.task, math.nan)
-                scores = scores / base if base > 0 else np.full_like(scores, math.nan)
-            note = "no run" if not matched else "no score (Ideal return not positive, or not evaluated)"
-            scores = scores[~np.isnan(scores)]
-            if not len(scores):
+                scores = [tables.ratio(s, ideal.get(target.task, math.nan)) for s in scores]
+            ours = tables.Stat.of(scores)
+            if not ours.n:
+                note = "no run" if not matched else "no score (Ideal return not positive, or not evaluated)"
                 md_row.append(f"{_paper_cell(table, row, column)} / {note}")
                 csv_rows.append([row, column, paper, "", "", 0, "", note])
                 continue
-            mean, std = float(scores.mean()), float(scores.std())
-            ratio = mean / paper if paper not in (None, 0) else math.nan
-            digits = _digits(paper if paper is not None else mean)
-            md_row.append(f"{_paper_cell(table, row, column)} / {mean:.{digits}f} ± {std:.{digits}f} "
-                          f"(n={len(scores)}) / {ratio:.2f}")
-            csv_rows.append([row, column, paper, mean, std, len(scores), ratio, ""])
+            ratio = ours.mean / paper if paper not in (None, 0) else math.nan
+            digits = _digits(paper if paper is not None else ours.mean)
+            md_row.append(f"{_paper_cell(table, row, column)} / {ours.mean:.{digits}f} ± {ours.std:.{digits}f} "
+                          f"(n={ours.n}) / {ratio:.2f}")
+            csv_rows.append([row, column, paper, ours.mean, ours.std, ours.n, ratio, ""])
         md_rows.append(md_row)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

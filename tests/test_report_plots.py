@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from tdmt.aggregate import IDEAL, RunResult, ratio_table
 from tdmt.report import curves_figure, method_name, plot_curves
+from tdmt.tables import IDEAL, ratio_table
 
 TASKS = ["A", "B"]
 
@@ -109,10 +109,9 @@ def test_method_names_are_the_papers(recipe, config, name):
 
 def test_ratio_to_teachers_is_nan_where_the_teacher_return_is_not_positive():
     """A ratio of two negative returns inverts (-140 / -100 = 1.4 would read as better): nan, as in results.md."""
-    def run(method, a, b):
-        return RunResult(method, "s", "default", 0, [{"step": "1", "eval/A/return": str(a), "eval/B/return": str(b)}])
+    def run(a, b):
+        return [{"step": "1", "eval/A/return": str(a), "eval/B/return": str(b)}]
 
-    table = ratio_table({IDEAL: [run("train_teachers", 200.0, -100.0)],
-                         "TD3-MT": [run("td3_mt", 100.0, -140.0), run("td3_mt", 300.0, -50.0)]}, TASKS)
-    assert table["TD3-MT"]["A"] == pytest.approx(1.0)  # mean of 0.5 and 1.5
-    assert np.isnan(table["TD3-MT"]["B"]) and table["TD3-MT"]["average"] == pytest.approx(1.0)
+    table = ratio_table({IDEAL: [run(200.0, -100.0)], "TD3-MT": [run(100.0, -140.0), run(300.0, -50.0)]}, TASKS)
+    assert table.records == [["TD3-MT", pytest.approx(1.0), pytest.approx(np.nan, nan_ok=True), pytest.approx(1.0)]]
+    assert table.cells == [["TD3-MT", "1.00 ± 0.50", "n/a", "1.00"]]  # mean ± std of 0.5 and 1.5; B: no ratio
