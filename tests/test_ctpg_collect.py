@@ -148,15 +148,18 @@ def _drive(gb: GuidedBehaviour, steps: int, done_at: dict[int, list[int]], choos
         done = torch.zeros(B, dtype=torch.bool)
         done[done_at.get(t, [])] = True
         never = torch.zeros(B, dtype=torch.bool)
-        out = gb.record(obs, torch.full((B, 1), float(t)), torch.ones(B), obs + 1, done, never)
-        if out is not None:
-            emitted.append((t, out))
+        out, ended = gb.record(obs, torch.full((B, 1), float(t)), torch.ones(B), obs + 1, done, never)
+        assert out.shape == (B,)  # every row, every step: a fixed shape
+        if ended.any():
+            emitted.append((t, out[ended]))
     return torch.stack(choices), emitted
 
 
-def test_behaviour_changes_only_at_block_starts_and_emits_transitions():
+@pytest.mark.parametrize("skip_idle_draws", [True, False])  # False: the CUDA path, a draw at every step (masked)
+def test_behaviour_changes_only_at_block_starts_and_emits_transitions(skip_idle_draws):
     H, B = 4, 3
-    gb = GuidedBehaviour(torch.tensor([0, 1, 2]), obs_dim=2, act_dim=1, horizon=H, gamma=0.5)
+    gb = GuidedBehaviour(torch.tensor([0, 1, 2]), obs_dim=2, act_dim=1, horizon=H, gamma=0.5,
+                         skip_idle_draws=skip_idle_draws)
     counter = iter(range(10_000))
 
     def chooser(obs, own):  # a new value at every call: any change of choice reveals a call

@@ -44,7 +44,8 @@ def test_blocked_task_never_enters_guide_batches(monkeypatch):
     real_hindsight = ctpg.hindsight_scores
 
     def forward(self, td):
-        seen_loss.append((td["task_id"].unique().tolist(), td.shape[1]))
+        weight = torch.zeros(3).index_add(0, td["task_id"].flatten(), td["active"].flatten())
+        seen_loss.append((td["task_id"][td["active"] > 0].unique().tolist(), tuple(td.shape), weight.tolist()))
         return real_forward(self, td)
 
     def hindsight(policies, seq_obs, seq_act, own):
@@ -58,8 +59,8 @@ def test_blocked_task_never_enters_guide_batches(monkeypatch):
             _block_task0(trainer)
         trainer.step(step)
     assert trainer.agent.guide.updates == 10  # steps 22, 24, ..., 40
-    # the public code spreads the guide batch (16 x 3 tasks) over the unblocked tasks: 24 each
-    assert seen_loss and all(seen == ([1, 2], 24) for seen in seen_loss), seen_loss
+    # the public code spreads the guide batch (16 x 3 tasks) over the unblocked tasks, each weighing the same
+    assert seen_loss and all(seen == ([1, 2], (3, 16), [0.0, 16.0, 16.0]) for seen in seen_loss), seen_loss
     assert seen_hindsight and all(ids == [1, 2] for ids in seen_hindsight)
     assert trainer.metrics()["guide/active_tasks"] == 2.0
 
@@ -69,10 +70,16 @@ def test_guide_batch_spread_or_per_task():
     for step in range(1, 31):
         trainer.step(step)
     blocked = torch.tensor([False, True, False])
+    # one fixed shape [K, N] whatever is blocked (no host read); rows r of the (r mod T)-th unblocked task, each task's
+    # rows weighing 1 in all: the public code's even spread of N*K over the unblocked tasks, in expectation
     spread = ctpg.guide_batch(trainer.guide_replay, blocked, spread=True)
-    assert spread.shape == (2, 24) and spread["task_id"][0].eq(0).all() and spread["task_id"][1].eq(2).all()
-    assert ctpg.guide_batch(trainer.guide_replay, blocked, spread=False).shape == (2, 16)
-    assert ctpg.guide_batch(trainer.guide_replay, torch.zeros(3, dtype=torch.bool), spread=True).shape == (3, 16)
+    assert spread.shape == (3, 16) and spread["task_id"][:, 0].tolist() == [0, 2, 0]
+    assert (spread["task_id"] == spread["task_id"][:, :1]).all()  # one task per row
+    assert spread["active"][:, 0].tolist() == [0.5, 1.0, 0.5]
+    per_task = ctpg.guide_batch(trainer.guide_replay, blocked, spread=False)
+    assert per_task["task_id"][:, 0].tolist() == [0, 1, 2] and per_task["active"][:, 0].tolist() == [1.0, 0.0, 1.0]
+    none_blocked = ctpg.guide_batch(trainer.guide_replay, torch.zeros(3, dtype=torch.bool), spread=True)
+    assert none_blocked["task_id"][:, 0].tolist() == [0, 1, 2] and none_blocked["active"].eq(1).all()
 
 
 def test_random_guide_draws_uniformly_every_h_steps_and_keeps_the_gate():

@@ -40,6 +40,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.objectives import SoftUpdate, ValueEstimators
 
+from tdmt import tables
 from tdmt.algos import sac_mt
 from tdmt.algos.run import TrainingRun
 from tdmt.collect import (
@@ -53,7 +54,9 @@ from tdmt.collect import (
     qmp_choice,
     state_value,
 )
+from tdmt.collect.guide import GuideReplayBuffer
 from tdmt.data import PerTaskReplayBuffer
+from tdmt.device import autocast, resolve_device, speed_wrap
 from tdmt.envs import MultiTaskEnv, Suite, get_suite, make_env
 from tdmt.eval import eval_summary
 from tdmt.objectives import GuideDiscreteSACLoss
@@ -131,21 +134,27 @@ class GuideLearner:
         self.cfg, self.suite, self.policies = cfg, suite, policies
         hidden = cfg.guide_hidden or sac_mt.paper_sizes(suite.name, "mhsac")[0]
         actor, qvalue, comp_qvalue = make_guide_networks(suite.num_tasks, suite.obs_max, hidden)
+        self.device = resolve_device(cfg.device)
         self.loss = GuideDiscreteSACLoss(actor, qvalue, comp_qvalue, num_tasks=suite.num_tasks,
-                                         alpha_init=cfg.alpha_init, alpha_loss=cfg.alpha_loss).to(cfg.device)
+                                         alpha_init=cfg.alpha_init, alpha_loss=cfg.alpha_loss).to(self.device)
         self.loss.make_value_estimator(ValueEstimators.TD0, gamma=cfg.gamma)
-        self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)
-        self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=cfg.guide_lr)
+        self.target_updater = SoftUpdate(self.loss, tau=cfg.tau)  # registers the targets with TorchRL
+        self.optimizer = sac_mt.adam(list(self.loss.parameters()), cfg.guide_lr, capturable=cfg.cudagraphs)
         # the public code clips each component's gradient on its own (guide critics, actor, temperature)
         self.clip_groups = [[*self.loss.qvalue_network_params.values(True, True),
                              *self.loss.comp_qvalue_network_params.values(True, True)],
                             list(self.loss.actor_network_params.values(True, True)), [self.loss.log_alpha]]
+        self._sources = self.clip_groups[0]
+        self._targets = [*self.loss.target_qvalue_network_params.values(True, True),
+                         *self.loss.target_comp_qvalue_network_params.values(True, True)]
+        self._step = speed_wrap(self._update_step, compile=cfg.compile, cudagraphs=cfg.cudagraphs,
+                                device=self.device)
         self.updates = 0
 
     @torch.no_grad()
     def choose(self, observation: torch.Tensor, own: torch.Tensor, blocked: torch.Tensor, filter_on: bool
-               ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Behaviour policy per row (flat ``[K·E]`` rows in task-major order) and draw statistics."""
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Behaviour policy per row (flat ``[K·E]`` rows in task-major order) and draw statistics (tensors)."""
         K = self.suite.num_tasks
         obs = observation.view(K, -1, observation.shape[-1])
         td = TensorDict({"observation": obs, "task_id": own.view(K, -1)}, batch_size=obs.shape[:2])
@@ -157,41 +166,52 @@ class GuideLearner:
             mask = policy_filter_mask(q_comp, v_own)
         choice = masked_guide_sample(logits, mask, own)
         choice = torch.where(blocked[own], own, choice)
-        return choice, {"guide/filter_pass": float(mask.float().mean()),
-                        "guide/all_filtered": float((~mask.any(-1)).float().mean())}
+        return choice, {"guide/filter_pass": mask.float().mean(), "guide/all_filtered": (~mask.any(-1)).float().mean()}
 
-    def update(self, batch: TensorDictBase) -> dict[str, float]:
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """Hindsight relabel, comparable-entropy bonus, one guide SAC step (gradients clipped to ``max_grad_norm``,
-        α^g capped at ``alpha_max``: the public code), soft target update. ``batch`` is ``[T, N]``: the unblocked
-        tasks' rows only (blocked tasks never enter the guide losses)."""
+        α^g capped at ``alpha_max``: the public code), soft target update. ``batch`` is ``[T, N]`` with one task per
+        row, rows weighted by ``active`` (:func:`guide_batch`: blocked tasks weigh nothing). Returns statistics as
+        tensors on the device (read them at logging intervals)."""
+        out = self._step(batch)
+        self.updates += 1
+        return {f"guide/{k}": v for k, v in out.items()}
+
+    def _update_step(self, batch: TensorDictBase) -> TensorDictBase:
+        """The update itself (what ``compile``/``cudagraphs`` wrap): tensors in, tensors out, no host read."""
+        active = batch.get("active", None)
+        weight = torch.ones(batch.shape, device=self.device) if active is None else active.to(torch.float32)
         with torch.no_grad():
-            relabelled, own_log_prob = 0.0, None
+            relabelled, own_log_prob = torch.zeros((), device=self.device), None
             if self.cfg.hindsight:
                 scores = hindsight_scores(self.policies, batch["seq_observation"], batch["seq_action"],
                                           batch["task_id"])
                 new = hindsight_relabel(scores.log_probs, batch["seq_valid"])
-                relabelled = float((new != batch["action"]).float().mean())
+                relabelled = ((new != batch["action"]).float() * weight).sum() / weight.sum().clamp_min(1e-12)
                 batch.set("action", new)
                 own_log_prob = scores.own_sample_log_prob
             batch.set("own_entropy_bonus", own_entropy_bonus(self.policies, batch["seq_observation"],
                                                              batch["seq_valid"], batch["task_id"], self.cfg.gamma,
                                                              own_log_prob))
-        out = self.loss(batch)
+        with autocast(self.device, self.cfg.precision):
+            out = self.loss(batch)
         self.optimizer.zero_grad()
         (out["loss_qvalue"] + out["loss_comp_qvalue"] + out["loss_actor"] + out["loss_alpha"]).backward()
         if self.cfg.max_grad_norm < math.inf:
             for params in self.clip_groups:
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
         self.optimizer.step()
-        if self.cfg.alpha_max < math.inf:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.cfg.alpha_max < math.inf:
                 self.loss.log_alpha.clamp_(max=math.log(self.cfg.alpha_max))
-        self.target_updater.step()
-        self.updates += 1
+            # θ' ← τ θ + (1 - τ) θ' (what target_updater.step() computes) in one foreach kernel
+            torch._foreach_lerp_(self._targets, self._sources, self.cfg.tau)
         keys = ("loss_qvalue", "loss_comp_qvalue", "loss_actor", "loss_alpha", "guide_entropy")
-        row = {f"guide/{k}": float(out[k].detach()) for k in keys}
-        row["guide/relabelled"] = relabelled
-        row["guide/active_tasks"] = float(batch.shape[0])
+        row = out.select(*keys).detach()
+        row["relabelled"] = relabelled
+        per_task = torch.zeros(self.suite.num_tasks, device=self.device).index_add(0, batch["task_id"][:, 0],
+                                                                                  weight.sum(-1))
+        row["active_tasks"] = (per_task > 0).float().sum()  # the unblocked tasks that trained the guide
         return row
 
     def state_dict(self) -> dict:
@@ -221,8 +241,20 @@ class CTPGAgent:
         # choice_counts[i, j]: behaviour draws of task i that picked π_j (block starts after the random phase)
         self.choice_counts = torch.zeros(suite.num_tasks, suite.num_tasks, device=self.sac.device)
         self.env_steps = 0
-        self.stats: dict[str, float] = {}
+        self.stats: dict[str, torch.Tensor] = {}  # of the latest draw, as tensors (read at logging intervals)
         self._proposal: torch.Tensor | None = None  # QMP: the winning proposals a_j* of the last draw
+
+    def set_success(self, success_rate: list[float]) -> None:
+        """The latest evaluation's success rate per task (the ``guide_block=success`` gate)."""
+        self.last_success = torch.tensor(success_rate, device=self.last_success.device)
+
+    def all_blocked(self) -> bool:
+        """Whether the guide-block gate blocks every task (then there is no guide update), answered on the host:
+        only ``guide_block=success`` can block them all (Eq. 14 cannot: not every ``log α_i`` exceeds the mean),
+        and its input is the last evaluation, read on the host already."""
+        if self.cfg.guide_block != "success":
+            return False
+        return bool((self.last_success.cpu() > self.cfg.block_success_threshold).all())
 
     def blocked(self) -> torch.Tensor:
         """``[K]`` tasks that use no guidance now (guide-block gate)."""
@@ -238,12 +270,12 @@ class CTPGAgent:
             return choice
         blocked = self.blocked()
         if self.cfg.guide == "random":  # the ablation: uniform over the K policies, same guide-block gate
-            self.stats["guide/blocked_tasks"] = float(blocked.sum())
+            self.stats["guide/blocked_tasks"] = blocked.sum()
             uniform = torch.randint(self.suite.num_tasks, own.shape, device=own.device)
             return torch.where(blocked[own], own, uniform)
         choice, self.stats = self.guide.choose(observation, own, blocked,
                                                self.cfg.policy_filter and self.env_steps >= self.cfg.filter_start)
-        self.stats["guide/blocked_tasks"] = float(blocked.sum())
+        self.stats["guide/blocked_tasks"] = blocked.sum()
         return choice
 
     @torch.no_grad()
@@ -260,7 +292,7 @@ class CTPGAgent:
         if random:
             return self.sac.explore(td, random=True)
         self.choice_counts.index_put_((own.flatten(), choice.flatten()), start.flatten().float(), accumulate=True)
-        self.stats["guide/other_policy"] = float((choice != own).float().mean())
+        self.stats["guide/other_policy"] = (choice != own).float().mean()
         acting = td.select("observation").set("task_id", choice)
         with set_exploration_type(ExplorationType.RANDOM):
             action = self.sac.actor(acting).get("action")
@@ -268,8 +300,9 @@ class CTPGAgent:
             action = torch.where(start.unsqueeze(-1), self._proposal.view_as(action), action)
         return td.set("action", action * self.sac.mask[own])
 
-    def record(self, transition: TensorDictBase, reward_scale: float) -> TensorDictBase | None:
-        """Feed one env step to the block logic; returns the finished guide transitions (scaled rewards)."""
+    def record(self, transition: TensorDictBase, reward_scale: float) -> tuple[TensorDictBase, torch.Tensor]:
+        """Feed one env step to the block logic; returns every row's guide transition (scaled rewards) and the mask
+        of the rows whose block ended (the ones to store)."""
         n = transition.numel()
         nxt = transition.get("next")
         return self.behaviour.record(
@@ -304,18 +337,18 @@ def _results_table(cfg: Config, suite: Suite, value: float) -> str:
 
 
 def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -> None:
+    """``results.md``: this run's cell of CTPG Table 1 (:func:`tdmt.tables.mean_score`, as ``tdmt report
+    --paper ctpg-table1``), then the report of this run (:func:`tdmt.tables.report_markdown`, as ``tdmt report``);
+    ``curves.png``."""
     rows = run.evals.rows()
     metric = "success" if suite.success_metric else "return"
     label = method_name("ctpg", cfg)
     plot_curves({label: [rows]}, suite.task_names, run.dir / "curves.png", metric=metric,
                 title=f"ctpg: {label} on {suite.name}, seed {cfg.seed}")
     if suite.success_metric:
-        value, unit = 100 * summary["final_mean_success"], "mean success rate (%)"
+        value, unit = tables.mean_score(rows, suite.task_names, "success_rate"), "mean success rate (%)"
     else:
-        value, unit = summary["final_mean_return"] / 1e3, "mean episode return (×1e3)"
-    per_task = [[name, float(rows[-1][f"eval/{name}/return"])]
-                + ([float(rows[-1][f"eval/{name}/success"])] if suite.success_metric else [])
-                for name in suite.task_names]
+        value, unit = tables.mean_score(rows, suite.task_names, "final_return") / 1e3, "mean episode return (×1e3)"
     text = (f"# ctpg: {label} on {suite.name}, seed {cfg.seed}\n\n"
             f"{summary['steps']} env steps per task, guide step H={cfg.guide_step}, policy filter "
             f"{'on' if cfg.policy_filter else 'off'}, guide block {cfg.guide_block}, hindsight "
@@ -323,37 +356,41 @@ def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -
             f"Final policy's {unit} over {cfg.final_eval_episodes} deterministic episodes per task (CTPG Table 1: "
             "the final policy, 100 episodes per task; "
             "`tdmt report` fills the other cells across a sweep):\n\n" + _results_table(cfg, suite, value)
-            + "\nPer task (final evaluation):\n\n"
-            + markdown_table(["task", "return"] + (["success"] if suite.success_metric else []), per_task))
+            + "\n## Report of this run\n\n"
+            + tables.report_markdown({label: [rows]}, suite.task_names, suite.success_metric))
     write_text(run.dir / "results.md", text)
 
 
 def _evaluate(run: TrainingRun, eval_env: MultiTaskEnv, agent: CTPGAgent, step: int, episodes: int) -> None:
     result = sac_mt.evaluate_episodes(eval_env, agent.sac.actor, episodes)
     if result.success_rate is not None:
-        agent.last_success = torch.tensor(result.success_rate, device=agent.last_success.device)
+        agent.set_success(result.success_rate)
     run.evals.log(step, **result.as_row())
 
 
-def _guide_ready(replay: PerTaskReplayBuffer) -> bool:
-    return replay.min_transitions() > 0
-
-
-def sample_tasks(replay: PerTaskReplayBuffer, tasks: torch.Tensor, batch_size_per_task: int) -> TensorDictBase:
-    """``[T, n]`` transitions of ``tasks`` (row t: task ``tasks[t]``), drawn like ``replay.sample()`` (uniform, with
-    replacement) in one gather from the replay's ``[K, C]`` storage, without drawing the other tasks' rows."""
-    tasks = tasks.to(replay._size.device)
-    idx = (torch.rand(tasks.shape[0], batch_size_per_task, device=tasks.device) * replay._size[tasks, None]).long()
-    return replay._data[tasks[:, None].expand_as(idx), idx]
-
-
 def guide_batch(replay: PerTaskReplayBuffer, blocked: torch.Tensor, spread: bool) -> TensorDictBase:
-    """The guide's training batch: rows of the unblocked tasks only. ``spread`` (the public code's
-    ``guide_sample_scale``): the total ``N·K`` spread evenly over the T unblocked tasks (``round(N·K/T)`` each);
-    otherwise ``N`` per unblocked task."""
-    tasks = (~blocked).nonzero().flatten()
-    n = round(replay.batch_size * replay.num_tasks / tasks.shape[0]) if spread else replay.batch_size
-    return sample_tasks(replay, tasks, n)
+    """The guide's training batch, ``[K, N]`` whatever the gate blocks (a fixed shape: no host read, and a CUDA graph
+    can replay it), one task per row, rows weighted by ``active`` so that blocked tasks weigh nothing.
+
+    ``spread`` (the public code's ``guide_sample_scale``: ``N·K`` transitions spread evenly over the T unblocked
+    tasks): row r draws from the ``(r mod T)``-th unblocked task, and each row weighs ``1 / (rows of its task)``, so
+    every unblocked task weighs the same in the losses — the public code's ``N·K/T`` each, in expectation — and the
+    rows still hold ``N·K`` transitions. Otherwise (``per_task``) row k draws ``N`` of task k, weighted by
+    ``~blocked[k]``.
+    """
+    K, device = replay.num_tasks, replay.device
+    blocked = blocked.to(device)
+    if spread:
+        unblocked_first = torch.argsort(blocked.to(torch.uint8), stable=True)
+        T = (~blocked).sum().clamp_min(1)
+        tasks = unblocked_first[torch.arange(K, device=device) % T]
+        rows = torch.zeros(K, device=device).index_add(0, tasks, torch.ones(K, device=device))
+        weight = (~blocked[tasks]).float() / rows[tasks]
+    else:
+        tasks, weight = torch.arange(K, device=device), (~blocked).float()
+    batch = replay.sample(tasks=tasks)
+    batch.set("active", weight.unsqueeze(-1).expand(batch.shape).clone())
+    return batch
 
 
 class Trainer:
@@ -369,23 +406,23 @@ class Trainer:
         self.agent = CTPGAgent(cfg, self.suite)
         K = self.suite.num_tasks
         capacity = cfg.replay_size_per_task(self.suite)
-        self.replay = PerTaskReplayBuffer(K, capacity, cfg.batch_size_per_task, storage=cfg.storage)
+        replay_device = cfg.replay_on()
+        self.replay = PerTaskReplayBuffer(K, capacity, cfg.batch_size_per_task, storage=cfg.storage,
+                                          device=replay_device)
         self.buffers = {"replay": self.replay}
         self.guide_replay = None
         if self.agent.guide is not None:  # one guide transition per H env steps
-            self.guide_replay = PerTaskReplayBuffer(K, max(1, capacity // cfg.guide_step), cfg.batch_size_per_task,
-                                                    storage=cfg.storage)
+            self.guide_replay = GuideReplayBuffer(K, max(1, capacity // cfg.guide_step), cfg.batch_size_per_task,
+                                                  storage=cfg.storage, device=replay_device)
             self.buffers["guide_replay"] = self.guide_replay
-        self.episode_return = torch.zeros(K, device=self.agent.sac.device)
+        self.returns = sac_mt.EpisodeReturns(K, self.agent.sac.device)
         self.td = self.env.reset()
         self.last: dict[str, torch.Tensor] | None = None
-        self.guide_row: dict[str, float] = {}
+        self.guide_row: dict[str, torch.Tensor] = {}
 
-    def step(self, step: int) -> dict[int, float]:
-        """Env step ``step`` (1-based) of all tasks, storage, control update and (every H) guide update.
-
-        Returns the training episode returns of the tasks whose episode ended at this step.
-        """
+    def step(self, step: int) -> None:
+        """Env step ``step`` (1-based) of all tasks, storage, control update and (every H) guide update; no host read
+        of the device (training-episode returns accumulate in :attr:`returns`, read at logging intervals)."""
         cfg, agent = self.cfg, self.agent
         agent.env_steps = step
         agent.act(self.td, random=step <= cfg.exploration_steps)
@@ -395,28 +432,28 @@ class Trainer:
         stored.set(("next", "reward"), reward * cfg.reward_scale)
         self.replay.extend(stored)
         if cfg.guide != "none":  # block timing (QMP too); only CTPG trains on the guide transitions
-            guide_transitions = agent.record(transition, cfg.reward_scale)
-            if self.guide_replay is not None and guide_transitions is not None:
-                self.guide_replay.extend(guide_transitions)
-        self.episode_return += reward.squeeze(-1)
-        done = transition.get(("next", "done")).squeeze(-1)
-        ended = {k: float(self.episode_return[k]) for k in done.nonzero().flatten().tolist()}
-        self.episode_return[done] = 0.0
+            guide_transitions, ended = agent.record(transition, cfg.reward_scale)
+            if self.guide_replay is not None:
+                self.guide_replay.extend_where(guide_transitions, ended)
+        self.returns.add(reward, transition.get(("next", "done")))
         if step > cfg.exploration_steps:
             for _ in range(cfg.updates_per_step):
-                self.last = agent.sac.update(self.replay.sample(), env_steps=step)
-            blocked = agent.blocked()
-            if (agent.guide is not None and step % cfg.guide_step == 0 and _guide_ready(self.guide_replay)
-                    and not bool(blocked.all())):
-                batch = guide_batch(self.guide_replay, blocked, cfg.guide_batch == "spread")
-                self.guide_row = agent.guide.update(batch.to(agent.sac.device))
-        return ended
+                self.last = agent.sac.update(self.replay.sample().to(agent.sac.device, non_blocking=True),
+                                             env_steps=step)
+            # every row's first block has ended by step H, so from then on every task has a guide transition
+            if (agent.guide is not None and step % cfg.guide_step == 0 and step >= cfg.guide_step
+                    and not agent.all_blocked()):
+                batch = guide_batch(self.guide_replay, agent.blocked(), cfg.guide_batch == "spread")
+                self.guide_row = agent.guide.update(batch.to(agent.sac.device, non_blocking=True))
 
     def metrics(self) -> dict[str, float]:
-        """Latest control-update, guide-update and behaviour statistics (empty before the first update)."""
+        """Latest control-update, guide-update and behaviour statistics (empty before the first update); reads the
+        device once."""
         if self.last is None:
             return {}
-        return {**sac_mt.update_metrics(self.last, self.suite.task_names), **self.guide_row, **self.agent.stats}
+        stats = {**self.guide_row, **self.agent.stats}
+        values = torch.stack([v.float() for v in stats.values()]).tolist() if stats else []
+        return {**sac_mt.update_metrics(self.last, self.suite.task_names), **dict(zip(stats, values))}
 
     def close(self) -> None:
         self.env.close()
@@ -438,12 +475,11 @@ def run(cfg: Config) -> dict:
     with run_.guard(agent.state_dict, trainer.buffers) as guard:
         for step in tqdm(range(start_step + 1, cfg.total_steps + 1), desc=f"ctpg {cfg.guide} {cfg.backbone} "
                          f"{suite.name}", initial=start_step, total=cfg.total_steps, disable=not cfg.progress):
-            ended = trainer.step(step)
-            if ended:
-                run_.metrics.log(step, **{f"train/{suite.task_names[k]}/episode_return": r for k, r in ended.items()})
-            if step % cfg.log_every == 0 and trainer.last is not None:
+            trainer.step(step)
+            if step % cfg.log_every == 0:  # the one read of the device per logging interval
+                ended = {f"train/{suite.task_names[k]}/episode_return": r for k, r in trainer.returns.pop().items()}
                 sps = (step - start_step) / max(time.time() - start, 1e-9)
-                run_.metrics.log(step, **trainer.metrics(), steps_per_s=sps)
+                run_.metrics.log(step, **trainer.metrics(), **ended, steps_per_s=sps)
             if step == cfg.total_steps:  # the final policy over final_eval_episodes (CTPG Table 1)
                 _evaluate(run_, eval_env, agent, step, cfg.final_eval_episodes)
             elif cfg.eval_every and step % cfg.eval_every == 0:

@@ -11,10 +11,12 @@ Pure functions (shapes with any leading batch dims ``...``):
   proposal ``a_j*`` itself (the action QMP executes).
 
 Stateful piece: :class:`GuidedBehaviour` keeps, for every env row, the behaviour policy ``j`` chosen at the last
-block start and the running guide transition. A new choice is drawn only when a block starts: every ``H`` steps and
+block start and the running guide transition. A new choice is taken only when a block starts: every ``H`` steps and
 at each episode start (a ``done`` ends the running block). Each finished block emits one guide transition
 ``(s_t, j, R = Σ_{k<n} γ^k r_{t+k}, s_{t+n}, done, terminated, n, the H (s, a) pairs, valid)`` with ``n ≤ H``
-(``n < H`` only when the episode ended inside the block).
+(``n < H`` only when the episode ended inside the block). Nothing here reads the device (DESIGN §9): rows are
+selected with masks, and :meth:`GuidedBehaviour.record` returns every row with an ``ended`` mask (a fixed shape)
+for :meth:`GuideReplayBuffer.extend_where` to store.
 
 Control policies are reached through :class:`ControlPolicies` ("act as task j" = evaluate the shared control
 network with task j's conditioning on any row); ``tdmt.algos.ctpg`` adapts the SAC backbones to it.
@@ -27,9 +29,12 @@ from typing import NamedTuple, Protocol
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from tdmt.data import PerTaskReplayBuffer
+
 __all__ = [
-    "ControlPolicies", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel", "hindsight_scores",
-    "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice", "state_value",
+    "ControlPolicies", "GuideReplayBuffer", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel",
+    "hindsight_scores", "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice",
+    "state_value",
 ]
 
 
@@ -98,7 +103,9 @@ def masked_guide_sample(logits: torch.Tensor, mask: torch.Tensor, own: torch.Ten
     any_allowed = mask.any(-1)
     masked = logits.masked_fill(~mask, float("-inf"))
     masked = torch.where(any_allowed.unsqueeze(-1), masked, torch.zeros_like(logits))
-    draw = torch.multinomial(torch.softmax(masked, -1), 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(masked, -1)
+    # torch.multinomial's one-sample path (argmax of p / Exp(1), the same draws) without its host-side check of p
+    draw = (probs / torch.empty_like(probs).exponential_(1, generator=generator)).argmax(-1)
     return torch.where(any_allowed, draw, own)
 
 
@@ -198,10 +205,15 @@ class GuidedBehaviour:
         gamma: discount used in ``R = Σ γ^k r_{t+k}``.
     """
 
-    def __init__(self, own_task: torch.Tensor, obs_dim: int, act_dim: int, horizon: int, gamma: float):
+    def __init__(self, own_task: torch.Tensor, obs_dim: int, act_dim: int, horizon: int, gamma: float,
+                 skip_idle_draws: bool | None = None):
         if horizon < 1:
             raise ValueError(f"guide step H must be >= 1, got {horizon}")
         B, dev = own_task.shape[0], own_task.device
+        # On a CPU device "does a block start now?" is free to ask, and the draw (guide logits, both gates) runs
+        # only at steps where one does. On CUDA asking would make the host wait every step: the draw runs every step
+        # and the starting rows take its result (a mask).
+        self.skip_idle_draws = dev.type == "cpu" if skip_idle_draws is None else skip_idle_draws
         self.own_task, self.horizon, self.gamma = own_task.clone(), horizon, gamma
         self.choice = own_task.clone()
         self.t = torch.zeros(B, dtype=torch.long, device=dev)
@@ -216,48 +228,51 @@ class GuidedBehaviour:
         return self.t == 0
 
     def choose(self, observation: torch.Tensor, chooser) -> torch.Tensor:
-        """Behaviour task per row. When some row starts a block, ``chooser(observation, own_task) -> j`` (all rows,
-        so stacked guide heads keep their ``[K, ...]`` layout) is called and only the starting rows take its ``j``."""
+        """Behaviour task per row. ``chooser(observation, own_task) -> j`` (all rows, so stacked guide heads keep
+        their ``[K, ...]`` layout) is called and only the rows starting a block take its ``j`` (with
+        ``skip_idle_draws``, it is called only when some row starts one)."""
         start = self.block_start
-        if start.any():
-            drawn = chooser(observation, self.own_task).to(self.choice.dtype)
-            self.choice[start] = drawn[start]
-            self.start_obs[start] = observation[start]
+        if self.skip_idle_draws and not start.any():
+            return self.choice
+        drawn = chooser(observation, self.own_task).to(self.choice.dtype)
+        self.choice = torch.where(start, drawn, self.choice)
+        self.start_obs = torch.where(start.unsqueeze(-1), observation, self.start_obs)
         return self.choice
 
     def record(self, observation: torch.Tensor, action: torch.Tensor, reward: torch.Tensor,
                next_observation: torch.Tensor, done: torch.Tensor, terminated: torch.Tensor
-               ) -> TensorDictBase | None:
-        """Add one env step (flat ``[B]`` rows; ``reward/done/terminated`` of shape ``[B]``); emit ended blocks."""
+               ) -> tuple[TensorDictBase, torch.Tensor]:
+        """Add one env step (flat ``[B]`` rows; ``reward/done/terminated`` of shape ``[B]``).
+
+        Returns the guide transition of every row as it stands (``[B]``) and ``ended`` ``[B]``: the rows whose block
+        ended at this step, the only ones to store. A fixed shape, so the caller never reads how many ended.
+        """
         rows = torch.arange(self.t.shape[0], device=self.t.device)
         k = self.t
         self.seq_obs[rows, k] = observation
         self.seq_act[rows, k] = action
         self.ret += (self.gamma ** k.to(reward.dtype)) * reward
-        self.t = k + 1
-        ended = (self.t >= self.horizon) | done
-        if not ended.any():
-            return None
-        n = self.t[ended]
+        n = k + 1
+        ended = (n >= self.horizon) | done
         valid = torch.arange(self.horizon, device=n.device).unsqueeze(0) < n.unsqueeze(1)
         out = TensorDict({
-            "observation": self.start_obs[ended].clone(),
-            "task_id": self.own_task[ended].clone(),
-            "action": self.choice[ended].clone(),
-            "num_steps": n.clone(),
-            "seq_observation": self.seq_obs[ended] * valid.unsqueeze(-1),
-            "seq_action": self.seq_act[ended] * valid.unsqueeze(-1),
+            "observation": self.start_obs.clone(),
+            "task_id": self.own_task.clone(),
+            "action": self.choice.clone(),
+            "num_steps": n,
+            "seq_observation": self.seq_obs * valid.unsqueeze(-1),
+            "seq_action": self.seq_act * valid.unsqueeze(-1),
             "seq_valid": valid,
             "next": {
-                "observation": next_observation[ended].clone(),
-                "reward": self.ret[ended].clone().unsqueeze(-1),
-                "done": done[ended].clone().unsqueeze(-1),
-                "terminated": terminated[ended].clone().unsqueeze(-1),
+                "observation": next_observation.clone(),
+                "reward": self.ret.clone().unsqueeze(-1),
+                "done": done.clone().unsqueeze(-1),
+                "terminated": terminated.clone().unsqueeze(-1),
             },
-        }, batch_size=[int(ended.sum())])
-        self.t[ended] = 0
-        self.ret[ended] = 0.0
-        return out
+        }, batch_size=[n.shape[0]])
+        self.t = torch.where(ended, torch.zeros_like(n), n)
+        self.ret = torch.where(ended, torch.zeros_like(self.ret), self.ret)
+        return out, ended
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -267,3 +282,42 @@ class GuidedBehaviour:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         for name, value in state.items():
             getattr(self, name).copy_(value)
+
+
+# ---------------------------------------------------------------------------------------------- guide replay
+class GuideReplayBuffer(PerTaskReplayBuffer):
+    """The per-task replay of guide transitions, with :meth:`extend_where`: store only the rows of a fixed-shape
+    batch that a mask selects, without reading the mask on the host (DESIGN §9).
+
+    (A masked ``extend`` belongs in :class:`tdmt.data.PerTaskReplayBuffer`; it lives here until it moves there.)
+    """
+
+    def extend_where(self, td: TensorDictBase, keep: torch.Tensor) -> None:
+        """Add the rows of ``td`` (any leading shape) where ``keep`` is true, each to the ring of its task.
+
+        Every row is written: a kept row at its task's cursor, the others onto the slots just past the kept ones,
+        with the values those slots already hold (read first), so that no live transition changes; the cursors
+        move by the kept counts only. Takes at most ``capacity_per_task`` rows per call.
+        """
+        flat = td.reshape(-1).to(self.device, non_blocking=True)
+        keep = keep.reshape(-1).to(self.device, non_blocking=True)
+        if flat.numel() > self.capacity:
+            raise ValueError(f"extend_where takes at most capacity_per_task={self.capacity} rows, got {flat.numel()}")
+        tid = flat.get(self.task_key).reshape(-1).long()
+        torch._assert_async(((tid >= 0) & (tid < self.num_tasks)).all(),
+                            f"{self.task_key} out of range [0, {self.num_tasks})")
+        if self._data is None:
+            self._allocate(flat[0])
+        kept = self._counter().index_add_(0, tid, keep.long())
+        rows = self._counter().index_add_(0, tid, torch.ones_like(tid))
+        order = torch.argsort(tid * 2 + (~keep).long(), stable=True)  # each task's kept rows first
+        tid_sorted, keep_sorted = tid[order], keep[order]
+        rank = torch.arange(tid.numel(), device=self.device) - (torch.cumsum(rows, 0) - rows)[tid_sorted]
+        pos = (self._cursor[tid_sorted] + rank) % self.capacity
+        old = self._data[tid_sorted, pos]
+        new = flat[order].apply(lambda value, previous: torch.where(
+            keep_sorted.view(-1, *([1] * (value.dim() - 1))), value, previous), old)
+        self._data[tid_sorted, pos] = new
+        self._cursor = (self._cursor + kept) % self.capacity
+        self._size = torch.clamp(self._size + kept, max=self.capacity)
+        self._total += kept

@@ -14,12 +14,13 @@ temperature ``α^g_i``:
 * temperature: ``L_α = -log α^g_i (Σ_j π^g_i(j|s) log π^g_i(j|s) + H̄)``, ``H̄ = 0.98 log K`` (``alpha_loss="log_alpha"``,
   TorchRL's form), or ``L_α = α^g_i (H(π^g_i(·|s)) - H̄)`` (``"alpha"``, the public CTPG code's ``guide_sac.py``).
 
-Batches are ``[T, N]`` with one task per row (``task_id`` picks the head, α^g and, in the trainer, only the tasks
-not blocked by the guide-block gate are passed).
+Batches are ``[T, N]`` with one task per row (``task_id`` picks the head and α^g; in the trainer the rows hold the
+tasks not blocked by the guide-block gate, weighted by ``active``).
 
 With ``n = 1`` these are exactly TorchRL's ``DiscreteSACLoss`` terms (same target, ``log(p)`` with the same 1e-8
-floor, same ``ℓ``), applied per task (checked in ``tests/test_ctpg_guide_loss.py``). Rows whose ``active`` entry is
-false (tasks blocked by the guide-block gate) contribute nothing: every loss is the mean over active rows.
+floor, same ``ℓ``), applied per task (checked in ``tests/test_ctpg_guide_loss.py``). ``active`` weighs the rows: every
+loss is ``Σ active·ℓ / Σ active``; a bool mask (false: a task blocked by the guide-block gate, which contributes
+nothing) or nonnegative float weights (the trainer's fixed-shape batch gives each unblocked task the same total).
 
 Networks (:func:`make_guide_networks`): a shared trunk on ``observation`` with one ``StackedLinear`` head per task,
 applied to rows of one task each (CTPG App. F.3: "multi-head (1 head / task)").
@@ -62,9 +63,8 @@ class MultiHeadMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
         h = self.trunk(x)
+        # the heads of the rows' tasks, gathered (no host read of task_id: the same kernel for every layout)
         rows = task_id.reshape(h.shape[0], -1)[:, 0]
-        if rows.shape[0] == self.heads.num_stacks and torch.equal(rows, torch.arange(rows.shape[0], device=x.device)):
-            return self.heads(h)
         h3 = h.reshape(h.shape[0], -1, h.shape[-1])
         y = torch.baddbmm(self.heads.bias[rows], h3, self.heads.weight[rows])
         return y.reshape(*h.shape[:-1], -1)
@@ -98,8 +98,9 @@ class GuideDiscreteSACLoss(LossModule):
 
     Input ``[T, N]`` keys (row t holds one task: a ``[K, N]`` replay sample or a subset of its rows):
     ``observation``, ``task_id``, ``action`` (int64 j), ``num_steps`` (n, optional: 1), ``own_entropy_bonus``
-    (optional: 0), ``active`` (bool, optional: all), ``("next", observation|reward|terminated)``. The discount is set by
-    ``make_value_estimator(ValueEstimators.TD0, gamma=...)`` (default 0.99) and raised to the power ``n``.
+    (optional: 0), ``active`` (bool or float weights, optional: all 1), ``("next", observation|reward|terminated)``.
+    The discount is set by ``make_value_estimator(ValueEstimators.TD0, gamma=...)`` (default 0.99), raised to the
+    power ``n``.
     """
 
     @dataclass
@@ -230,9 +231,11 @@ class GuideDiscreteSACLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         k = self.tensor_keys
         task_id = tensordict.get(k.task_id)
-        if tensordict.batch_dims != 2 or bool((task_id != task_id[:, :1]).any()):
+        if tensordict.batch_dims != 2:
             raise ValueError(f"guide batch must be [T, N] with one task per row (a [K, N] replay sample or a subset "
                              f"of its rows); got batch size {tuple(tensordict.shape)}")
+        # checked where the ids live, without waiting for the device (on the CPU it raises at once)
+        torch._assert_async((task_id == task_id[:, :1]).all(), "guide batch must hold one task per row")
         active = tensordict.get(k.active, None)
         if active is None:
             active = torch.ones(tensordict.shape, dtype=torch.bool, device=task_id.device)
