@@ -12,7 +12,7 @@ from tdmt.algos import get_recipe, td3_mt
 from tdmt.algos import ktm_drl as ktm
 from tdmt.algos import teachers as teachers_recipe
 from tdmt.algos.run import StopRequested, TrainingRun
-from tdmt.algos.td3_common import EpisodeTurns, OnlineCollector, max_average, write_results
+from tdmt.algos.td3_common import EpisodeTurns, OnlineCollector, write_results
 from tdmt.config import parse_args
 from tdmt.envs import PadSpaces, get_suite, make_env
 from tdmt.modules.td3 import make_student_actor
@@ -51,7 +51,7 @@ def test_train_teachers_saves_native_teachers_replay_and_returns(tiny_teachers):
         assert torch.all(replay["task_id"] == 2) and torch.all(replay["task_onehot"][:, 2] == 1)
     for f in ("results.md", "curves.png", "summary.json", "eval.csv"):
         assert (run_dir / f).exists()
-    assert set(summary["max_average_reward"]["Ideal (teachers)"]) == set(suite.task_names)
+    assert set(summary["max_average_reward"]["Ideal"]) == set(suite.task_names)
 
 
 def test_ktm_run_writes_tables_and_stages(tiny_teachers, tmp_path):
@@ -61,8 +61,8 @@ def test_ktm_run_writes_tables_and_stages(tiny_teachers, tmp_path):
     assert [(int(r["step"]), r["stage"]) for r in rows] == [(20, "offline"), (40, "offline"), (60, "online"),
                                                             (80, "online")]
     text = (tmp_path / "ktm" / "results.md").read_text()
-    assert "| Ideal (teachers) |" in text and "| KTM-DRL after the offline stage |" in text
-    assert "Performance ratio to the teachers" in text
+    assert "| task | Ideal | KTM-DRL | KTM-DRL after the offline stage |" in text
+    assert "performance ratio to Ideal" in text
     assert (tmp_path / "ktm" / "curves.png").stat().st_size > 1000
     assert summary["label"] == "KTM-DRL" and "ratio_to_teachers" in summary
 
@@ -217,10 +217,9 @@ def test_results_tables_ratio_to_teachers(tmp_path):
     run = TrainingRun(tmp_path / "r")
     for step, values in ((10, (-900.0, 50.0, 20.0)), (20, (-950.0, 80.0, 10.0))):
         run.evals.log(step, stage="online", **{f"eval/{n}/return": v for n, v in zip(suite.task_names, values)})
-    rows = run.evals.rows()
-    best = max_average(rows, suite.task_names)
-    assert best == [-900.0, 80.0, 20.0]
-    summary = write_results(run, "t", suite, {"M": best}, [-200.0, 100.0, 40.0], "M")
+    ideal = [{f"eval/{n}/return": v for n, v in zip(suite.task_names, (-200.0, 100.0, 40.0))}]
+    summary = write_results(run, "t", suite, {"M": run.evals.rows()}, ideal, "M")
+    assert list(summary["max_average_reward"]["M"].values()) == [-900.0, 80.0, 20.0]  # max over evaluations
     ratios = list(summary["ratio_to_teachers"]["M"].values())
     assert ratios[0] != ratios[0] and ratios[1:] == [0.8, 0.5]  # nan where the teacher's return is negative
-    assert "| M | nan | 0.80 | 0.50 | 0.65 |" in (tmp_path / "r" / "results.md").read_text()
+    assert "| M | n/a | 0.80 | 0.50 | 0.65 |" in (tmp_path / "r" / "results.md").read_text()

@@ -243,7 +243,7 @@ def report(trun: TrainingRun, cfg: Config, suite: Suite, tdir: Path | None) -> d
     methods = {cfg.label: rows}
     if cfg.offline_steps and cfg.online_steps:
         methods["KTM-DRL after the offline stage"] = [r for r in rows if r.get("stage") == "offline"]
-    ideal = teacher_rows(tdir, suite.task_names) if tdir else None
+    ideal = teacher_rows(tdir) if tdir else None
     summary = write_results(trun, f"{cfg.label} — {cfg.suite}, seed {cfg.seed}", suite, methods, ideal, cfg.label,
                             extra=f"\nBudget: offline {cfg.offline_steps} + online {cfg.online_steps} epochs "
                                   f"({cfg.update_schedule} updates); {cfg.eval_episodes} evaluation episodes per "

@@ -19,7 +19,6 @@ Logged losses stay tensors until a metrics row is written (no host synchronisati
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from tdmt.data import PerTaskReplayBuffer
 from tdmt.device import autocast, resolve_device, speed_wrap
 from tdmt.envs import MultiTaskEnv, PadSpaces, Suite, TorchActions, action_masks
 from tdmt.eval import evaluate
+from tdmt.logger import CSVLog
 from tdmt.objectives import TeacherDistillTD3Loss
 from tdmt.optim import PCGrad
 from tdmt.report import plot_curves, write_text
@@ -493,17 +493,11 @@ def eval_row(env: MultiTaskEnv, policy: Callable[[TensorDictBase], TensorDictBas
     return {"stage": stage, **result.as_row(), "eval_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def teacher_rows(teachers_dir: str | Path, task_names: Sequence[str]) -> list[dict[str, float]] | None:
-    """The teachers' ("Ideal") evaluation history saved by ``train_teachers`` (``<task>/eval.json``: its eval.csv
-    returns), as eval rows; ``None`` when unavailable."""
-    history = {}
-    for name in task_names:
-        path = Path(teachers_dir) / name / "eval.json"
-        if not path.exists():
-            return None
-        history[name] = json.loads(path.read_text())["returns"]
-    return [{f"eval/{name}/return": returns[i] for name, returns in history.items()}
-            for i in range(min(len(r) for r in history.values()))]
+def teacher_rows(teachers_dir: str | Path) -> list[dict[str, str]] | None:
+    """The eval.csv rows of the ``train_teachers`` run whose ``teachers/`` folder is ``teachers_dir``: the Ideal
+    column, read from the file ``tdmt report`` reads; ``None`` when that run's eval.csv is not there."""
+    path = Path(teachers_dir).parent / "eval.csv"
+    return CSVLog(path).rows() if path.exists() else None
 
 
 def write_results(run: TrainingRun, title: str, suite: Suite, methods: dict[str, Sequence[dict]],
