@@ -326,6 +326,21 @@ def evaluate_episodes(env: MultiTaskEnv, policy, episodes: int) -> EvalResult:
     return EvalResult(rounds[0].task_names, mean.tolist(), std.tolist(), success)
 
 
+def env_step(env: MultiTaskEnv, td: TensorDictBase, sac: MultiTaskSAC, replay: PerTaskReplayBuffer,
+             returns: EpisodeReturns, reward_scale: float, random: bool) -> TensorDictBase:
+    """One env step of all K tasks: act (uniform while ``random``), step (the batch crosses to the device once),
+    store the transition with its reward scaled, add the reward to the episode returns; returns the next ``td``.
+    No host read of the device."""
+    sac.explore(td, random=random)
+    transition, td = env.step_and_maybe_reset(td)
+    stored = transition.select(*TRANSITION_KEYS)
+    reward = stored.get(("next", "reward"))
+    stored.set(("next", "reward"), reward * reward_scale)
+    replay.extend(stored)
+    returns.add(reward, transition.get(("next", "done")))
+    return td
+
+
 def _write_results(run: TrainingRun, cfg: Config, suite: Suite, summary: dict) -> None:
     """``results.md``, the report of this run (:func:`tdmt.tables.report_markdown`, as ``tdmt report``), and
     ``curves.png``."""
@@ -372,13 +387,7 @@ def run(cfg: Config) -> dict:
     with run_.guard(sac.state_dict, buffers) as guard:
         for step in tqdm(range(first, cfg.total_steps + 1), desc=f"sac_mt {cfg.backbone} {suite.name}",
                          initial=first - 1, total=cfg.total_steps, disable=not cfg.progress):
-            sac.explore(td, random=step <= cfg.exploration_steps)
-            transition, td = env.step_and_maybe_reset(td)
-            stored = transition.select(*TRANSITION_KEYS)
-            reward = stored.get(("next", "reward"))
-            stored.set(("next", "reward"), reward * cfg.reward_scale)
-            replay.extend(stored)
-            returns.add(reward, transition.get(("next", "done")))
+            td = env_step(env, td, sac, replay, returns, cfg.reward_scale, random=step <= cfg.exploration_steps)
             if step > cfg.exploration_steps:
                 for _ in range(cfg.updates_per_step):
                     last = sac.update(replay.sample().to(sac.device, non_blocking=True), env_steps=step)
