@@ -374,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA device is visible here (torch {torch.__version__}); run it on a machine with a GPU, "
-              "or with --dry-run for the CPU rehearsal", file=sys.stderr)
+        build = "" if torch.version.cuda else ", a CPU-only build: install a CUDA build of torch in .venv"
+        print(f"gpu_check: no CUDA device is visible here (torch {torch.__version__}{build}); run it on a machine "
+              "with a GPU, or with --dry-run for the CPU rehearsal", file=sys.stderr)
         return 2
     device_name = f"none (dry run on the CPU: {platform.processor() or platform.machine()})" if args.dry_run else \
         torch.cuda.get_device_name(0)
