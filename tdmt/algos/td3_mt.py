@@ -23,13 +23,14 @@ from tdmt.algos.td3_common import (
     EVAL_SEED,
     OnlineCollector,
     TD3Config,
+    TD3Learner,
     build_learner,
     due,
     eval_row,
     log_metrics,
     write_results,
 )
-from tdmt.envs import get_suite, make_env
+from tdmt.envs import Suite, get_suite, make_env
 from tdmt.modules.td3 import make_student_actor, make_student_critic
 from tdmt.objectives import TeacherDistillTD3Loss
 from tdmt.progress import tqdm
@@ -69,23 +70,29 @@ def per_task_mean(loss: torch.Tensor) -> torch.Tensor:
     return loss.mean(-1)
 
 
+def build_agent(cfg: Config, suite: Suite, masks: torch.Tensor) -> TD3Learner:
+    """One TD3 agent for every task (padded inputs; Eq. 3–5 with ``alpha=0``), with PCGrad on the K per-task losses
+    for G-Surgery, on the training device."""
+    K = suite.num_tasks
+    actor = make_student_actor(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
+    critic = make_student_critic(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
+    loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=masks, mode="online", alpha=0.0,
+                                 policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip,
+                                 reduction="none" if cfg.pcgrad else "mean")
+    return build_learner(loss, cfg, reduce=per_task_mean if cfg.pcgrad else None, pcgrad=cfg.pcgrad,
+                         schedule=cfg.update_schedule)
+
+
 def run(cfg: Config) -> dict:
     """Train TD3-MT (or G-Surgery) on ``cfg.suite``; writes the standard run files and returns the summary."""
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     suite = get_suite(cfg.suite)
-    K = suite.num_tasks
     env = make_env(cfg.suite, seed=cfg.seed, device=cfg.device)  # envs step on the host, hand over on the device
     eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
-    actor = make_student_actor(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
-    critic = make_student_critic(suite.obs_max, suite.act_max, K, cfg.hidden, cfg.use_onehot)
-    loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=env.action_masks, mode="online", alpha=0.0,
-                                 policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip,
-                                 reduction="none" if cfg.pcgrad else "mean")
-    learner = build_learner(loss, cfg, reduce=per_task_mean if cfg.pcgrad else None, pcgrad=cfg.pcgrad,
-                            schedule=cfg.update_schedule)
-    actor = loss.actor_network
+    learner = build_agent(cfg, suite, env.action_masks)
+    actor = learner.loss.actor_network
     run_dir = cfg.resolved_run_dir()
     collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task, **cfg.replay_options(run_dir))
     trun = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)

@@ -32,6 +32,7 @@ from tdmt.algos.td3_common import (
     EVAL_SEED,
     OnlineCollector,
     TD3Config,
+    TD3Learner,
     build_learner,
     due,
     eval_row,
@@ -110,6 +111,17 @@ def load_replay(path: str | os.PathLike, task_id: int, num_tasks: int, obs_max: 
     return data
 
 
+def build_teachers(cfg: Config, suite: Suite, masks: torch.Tensor) -> TD3Learner:
+    """The K teachers as one stacked TD3 model (``[K, ...]`` parameters; TD3 = Eq. 3–5 with ``alpha=0``), its
+    optimisers and targets, on the training device."""
+    K = suite.num_tasks
+    actor = make_teacher_actor(K, suite.obs_max, suite.act_max, cfg.hidden)
+    critic = make_teacher_critic(K, suite.obs_max, suite.act_max, masks, cfg.hidden)
+    loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=masks, mode="online", alpha=0.0,
+                                 policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip, reduction="none")
+    return build_learner(loss, cfg, reduce=sum_over_tasks)
+
+
 def run(cfg: Config) -> dict:
     """Train the K teachers of ``cfg.suite`` as one batched TD3 model; returns the summary."""
     cfg.validate()
@@ -117,15 +129,10 @@ def run(cfg: Config) -> dict:
     torch.manual_seed(cfg.seed)
     run_dir = cfg.resolved_run_dir()
     suite = get_suite(cfg.suite)
-    K = suite.num_tasks
     env = make_env(cfg.suite, seed=cfg.seed, device=cfg.device)  # envs step on the host, hand over on the device
     eval_env = make_env(cfg.suite, seed=EVAL_SEED + cfg.seed, num_envs_per_task=cfg.eval_episodes, device=cfg.device)
-    actor = make_teacher_actor(K, suite.obs_max, suite.act_max, cfg.hidden)
-    critic = make_teacher_critic(K, suite.obs_max, suite.act_max, env.action_masks, cfg.hidden)
-    loss = TeacherDistillTD3Loss(actor, critic, None, action_masks=env.action_masks, mode="online", alpha=0.0,
-                                 policy_noise=cfg.policy_noise, noise_clip=cfg.noise_clip, reduction="none")
-    learner = build_learner(loss, cfg, reduce=sum_over_tasks)
-    actor = loss.actor_network
+    learner = build_teachers(cfg, suite, env.action_masks)
+    loss, actor = learner.loss, learner.loss.actor_network
     collector = OnlineCollector(env, cfg.buffer_size_per_task, cfg.batch_size_per_task, **cfg.replay_options(run_dir))
     trun = TrainingRun(run_dir, cfg, checkpoint_every=cfg.checkpoint_every)
     buffers = {"replay": collector.buffer}

@@ -93,16 +93,18 @@ class MultiTaskEnv(EnvBase):
         return out
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask = None
+        if tensordict is not None and "_reset" in tensordict.keys():
+            mask = tensordict.get("_reset").reshape(-1).cpu().numpy().astype(bool)
+        return self._reset_rows(mask)
+
+    def _reset_rows(self, mask: np.ndarray | None) -> TensorDict:
+        """Reset the sub-envs of ``mask`` (all of them when ``None`` or none is set); every row's observation comes
+        back (gymnasium keeps the others' current ones)."""
         seed = self._seed if self._seed_pending else None
         self._seed_pending = False
         self._last_done = None
-        options = None
-        if tensordict is not None and "_reset" in tensordict.keys():
-            mask = tensordict.get("_reset").reshape(-1).cpu().numpy().astype(bool)
-            if not mask.any():
-                mask[:] = True
-            if not mask.all():
-                options = {"reset_mask": mask}
+        options = {"reset_mask": mask} if mask is not None and mask.any() and not mask.all() else None
         obs, info = self._vec.reset(seed=seed, options=options)
         falses = torch.zeros((*self.batch_size, 1), dtype=torch.bool, device="cpu")
         return self._output({**self._host_observation(obs, info), "done": falses, "terminated": falses.clone(),
@@ -122,12 +124,21 @@ class MultiTaskEnv(EnvBase):
                              "done": term | trunc, "terminated": term, "truncated": trunc})
 
     def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """TorchRL's ``maybe_reset``, but "is any row done" is read from the host's copy of the last step's done
-        flags (the gymnasium arrays) rather than from the device: on a GPU an env step then waits for nothing but
-        the action. ``tensordict`` is the last step's (as ``step_and_maybe_reset`` and ``rollout`` pass it)."""
-        if self._last_done is not None and not self._last_done.any():
+        """TorchRL's ``maybe_reset`` (reset the rows that are done), with the done flags read from the host's copy
+        of the last step's (the gymnasium arrays) rather than from the device: on a GPU an env step then waits for
+        nothing but its action, episode ends included. ``tensordict`` is the last step's next state (as
+        ``step_and_maybe_reset`` and ``rollout`` pass it)."""
+        done = self._last_done
+        if done is None:
+            return super().maybe_reset(tensordict)
+        if not done.any():
             return tensordict
-        return super().maybe_reset(tensordict)
+        fresh = self._reset_rows(done)
+        reset = torch.from_numpy(done).view(self.batch_size).to(self.device, non_blocking=True)
+        for key, value in fresh.items(True, True):
+            rows = reset.view(*self.batch_size, *([1] * (value.dim() - len(self.batch_size))))
+            tensordict.set(key, torch.where(rows, value, tensordict.get(key)))
+        return tensordict
 
     def _set_seed(self, seed: int | None) -> None:
         self._seed = 0 if seed is None else int(seed)
