@@ -35,7 +35,8 @@ def project_conflicting(grads: Tensor, generator: torch.Generator | None = None)
     if grads.dim() != 2 or grads.shape[0] < 1:
         raise ValueError(f"grads must be [K, P] with K >= 1, got shape {tuple(grads.shape)}")
     K = grads.shape[0]
-    keys = torch.rand(K, K, generator=generator, device="cpu")
+    # drawn where the generator lives, else on the gradients' device (no copy from the host inside an update)
+    keys = torch.rand(K, K, generator=generator, device=grads.device if generator is None else generator.device)
     keys.fill_diagonal_(2.0)  # i sorts last in its own row and is never used: K - 1 projections per task
     order = torch.argsort(keys, dim=1)[:, : K - 1].to(grads.device)
     sq_norm = (grads * grads).sum(-1).clamp_min(torch.finfo(grads.dtype).tiny)

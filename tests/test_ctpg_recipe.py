@@ -11,6 +11,7 @@ import torch
 import tdmt.algos.ctpg as ctpg
 from tdmt.algos.ctpg import Config, Trainer
 from tdmt.config import apply_overrides, parse_args
+from tdmt.device import factories_on_meta
 
 TINY = dict(suite="pendulum-mt3", hidden=(16, 16), guide_hidden=(16, 16), batch_size_per_task=16,
             buffer_size_per_task=2000, exploration_steps=20, filter_start=0, run_dir="/tmp/unused", progress=False)
@@ -198,23 +199,21 @@ def test_run_resumes_and_writes_table(tmp_path):
 @pytest.mark.parametrize("guide", ["ctpg", "qmp", "random"])
 def test_updates_and_draws_create_no_tensor_on_the_default_device(guide):
     """Device hygiene for CUDA runs, checked on the CPU (DESIGN §9): with the default device set to ``meta``, any
-    tensor made without ``device=`` is a meta tensor and fails on its first mix with real ones. The control update
-    (with PaCo's reset and the gradient clips), the guide update (hindsight, spread batch) and the behaviour draw
-    must all place their tensors explicitly."""
+    tensor made without ``device=`` is a meta tensor and fails on its first mix with real ones. Whole trainer steps
+    (env step, behaviour draw with both gates, guide transitions stored with a mask, the control update with PaCo's
+    reset and the gradient clips, the guide update with hindsight on a spread batch) must place their tensors
+    explicitly."""
     trainer = _trainer(guide=guide, backbone="paco", mask_out_start=0, guide_step=2, hidden=(8,), guide_hidden=(8,))
     for step in range(1, 31):
         trainer.step(step)
-    batch = trainer.replay.sample()
-    blocked = torch.tensor([False, True, False])
-    guide_rows = ctpg.guide_batch(trainer.guide_replay, blocked, spread=True) if guide == "ctpg" else None
-    td = trainer.td.clone()
     trainer.agent.behaviour.t.zero_()  # every row starts a block: a full draw
-    torch.set_default_device("meta")
-    try:
-        trainer.agent.sac.update(batch, env_steps=31)
+    trainer.agent.behaviour.skip_idle_draws = False  # and the CUDA path: a draw at every step
+    blocked = torch.tensor([False, True, False])
+    with factories_on_meta():
+        for step in (31, 32):  # 32: a guide update
+            trainer.step(step)
+        guide_rows = ctpg.guide_batch(trainer.guide_replay, blocked, spread=False) if guide == "ctpg" else None
         if guide_rows is not None:
             trainer.agent.guide.update(guide_rows)
-        trainer.agent.act(td, random=False)
-    finally:
-        torch.set_default_device("cpu")
-    assert td["action"].device.type == "cpu" and td["action"].abs().max() <= 1
+    assert trainer.td["observation"].device.type == "cpu" and trainer.agent.sac.updates == 32 - 20
+    assert trainer.agent.guide is None or trainer.agent.guide.updates == (32 - 20) // 2 + 1

@@ -318,8 +318,8 @@ class CTPGAgent:
 
     def load_state_dict(self, state: dict) -> None:
         self.sac.load_state_dict(state["sac"])
-        self.last_success = state["last_success"]
-        self.choice_counts = state["choice_counts"]
+        self.last_success.copy_(state["last_success"])  # into this run's device (checkpoints load on the CPU)
+        self.choice_counts.copy_(state["choice_counts"])
         if self.guide is not None:
             self.guide.load_state_dict(state["guide"])
 

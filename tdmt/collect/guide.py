@@ -297,12 +297,10 @@ class GuideReplayBuffer(PerTaskReplayBuffer):
 
         Every row is written: a kept row at its task's cursor, the others onto the slots just past the kept ones,
         with the values those slots already hold (read first), so that no live transition changes; the cursors
-        move by the kept counts only. Takes at most ``capacity_per_task`` rows per call.
+        move by the kept counts only. Takes at most ``capacity_per_task`` rows of one task per call.
         """
         flat = td.reshape(-1).to(self.device, non_blocking=True)
         keep = keep.reshape(-1).to(self.device, non_blocking=True)
-        if flat.numel() > self.capacity:
-            raise ValueError(f"extend_where takes at most capacity_per_task={self.capacity} rows, got {flat.numel()}")
         tid = flat.get(self.task_key).reshape(-1).long()
         torch._assert_async(((tid >= 0) & (tid < self.num_tasks)).all(),
                             f"{self.task_key} out of range [0, {self.num_tasks})")
@@ -310,6 +308,8 @@ class GuideReplayBuffer(PerTaskReplayBuffer):
             self._allocate(flat[0])
         kept = self._counter().index_add_(0, tid, keep.long())
         rows = self._counter().index_add_(0, tid, torch.ones_like(tid))
+        torch._assert_async((rows <= self.capacity).all(), f"extend_where takes at most capacity_per_task="
+                            f"{self.capacity} rows of one task per call")
         order = torch.argsort(tid * 2 + (~keep).long(), stable=True)  # each task's kept rows first
         tid_sorted, keep_sorted = tid[order], keep[order]
         rank = torch.arange(tid.numel(), device=self.device) - (torch.cumsum(rows, 0) - rows)[tid_sorted]
