@@ -154,7 +154,7 @@ def _same_updates(make, step, device: str, **speed) -> None:
     eager, fast = (_params(r.loss) for r in runs)
     assert eager.keys() == fast.keys()
     for name in eager:
-        torch.testing.assert_close(fast[name], eager[name], atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(fast[name], eager[name], atol=1e-5, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def _small_a2c(device: str, **options):
