@@ -17,8 +17,10 @@ the next ones), so one slow step cannot eat the rest; the budgets add up to unde
 runs out of time is reported as such (its output is in ``<out>/gpu-check-logs/``) and the others still run; the exit
 status is 1 when one did not pass.
 
-``--dry-run``: every step planned and run on the CPU at tiny sizes (``device=cpu``, one repeat; CUDA graphs need CUDA,
-so those steps are listed but not run) — the test suite runs it, so that this script cannot rot.
+``--dry-run``: every step planned and run on the CPU at tiny sizes (``device=cpu``, one repeat), two at a time — the
+test suite runs it, so that this script cannot rot. CUDA graphs need CUDA: those steps are listed, not run. The
+compile steps run with ``TORCH_COMPILE_DISABLE=1`` (their flags' path): compiling the updates takes minutes on two CPU
+cores, and ``tests/test_device_*.py`` check compiled updates against eager.
 
     python benchmarks/gpu_check.py                 # on a GPU machine (make gpu-check)
     python benchmarks/gpu_check.py --dry-run --out /tmp/gpu-check
@@ -48,7 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL_BUDGET_S = 470  # all steps' budgets together (the issue: under 8 minutes in all)
 REPORT = "gpu-report.md"
-SPEEDS = {"eager": [], "compile": ["--compile"], "cudagraphs": ["--cudagraphs"]}
+SPEEDS = {"eager": [], "cudagraphs": ["--cudagraphs"], "compile": ["--compile"]}  # compile last: the time left over
+SPEED_NAMES = ("eager", "compile", "cudagraphs", "compile+cudagraphs")  # the report's column order
 PRECISIONS = ("float32", "bfloat16")
 
 # The cheapest valid run of each recipe to its first evaluation (pendulum-mt3: 200-step episodes).
@@ -74,35 +77,38 @@ RECIPE_BUDGET_S = {"train_teachers": 20, "ktm_drl": 20, "ctpg": 18, "distill_kl"
 
 @dataclass
 class Bench:
-    """An update benchmark: its script, its options at the papers' sizes and at tiny ones, and the budget of one
-    (precision, speed option) process by speed option."""
+    """An update benchmark (``--device``, ``--precision``, ``--compile``, ``--cudagraphs``, ``--repeats``, ``--json``):
+    its options at the papers' sizes and at tiny ones, and the budget of one process by speed option. A process
+    times both precisions (``--precision float32 bfloat16``), or one when ``one_precision`` is set; ``--compile`` and
+    ``--cudagraphs`` add their variants to eager, the reference measured in the same process."""
 
     title: str
     script: str
     paper: list[str]
     tiny: list[str]
     budget_s: dict[str, float]
+    one_precision: bool = False
 
 
 BENCHES = [
     Bench("KTM-DRL online step (K=8, 2×400, 256 per task)", "ktm_step.py",
           ["--tasks", "8", "--hidden", "400", "--batch", "256"],
           ["--tasks", "2", "--hidden", "16", "--batch", "8", "--epochs", "2"],
-          {"eager": 8, "cudagraphs": 12, "compile": 20}),
+          {"eager": 14, "cudagraphs": 22, "compile": 36}),
     Bench("SAC-MT update (MT10, 5×400, 128 per task)", "sac_mt_update.py",
-          ["--suites", "metaworld-mt10"], ["--suites", "pendulum-mt3"],
-          {"eager": 8, "cudagraphs": 12, "compile": 18}),
+          ["--suites", "metaworld-mt10", "--backbones", "mtsac"], ["--suites", "pendulum-mt3", "--backbones", "mtsac"],
+          {"eager": 14, "cudagraphs": 22, "compile": 36}),
     Bench("CTPG step (MT10, 5×400, 128 per task)", "ctpg_step.py",
-          ["--suites", "metaworld-mt10"], ["--suites", "pendulum-mt3"],
-          {"eager": 8, "cudagraphs": 12, "compile": 18}),
+          ["--suites", "metaworld-mt10", "--backbones", "mtsac"], ["--suites", "pendulum-mt3", "--backbones", "mtsac"],
+          {"eager": 14, "cudagraphs": 22, "compile": 36}),
 ]
 LOOP_PAPER = ["--suite", "halfcheetah-mt8", "--steps", "300", "--eval-episodes", "10"]
 LOOP_TINY = ["--suite", "pendulum-mt3", "--hidden", "16", "--batch", "8", "--buffer", "1000", "--steps", "20",
              "--warmup", "2", "--learning-starts", "10", "--eval-episodes", "1", "--teacher-steps", "50"]
-PAPERS = [  # (paper, budget, steps, the benchmark whose rate it takes, its wall-clock)
-    ("KTM-DRL", "1M epochs (500K offline + 500K online), halfcheetah-mt8", 1_000_000, "loop", "12 h on a P100"),
-    ("CTPG (MTSAC base)", "1.5M steps per task, MT10", 1_500_000, "sac_mt_update.py", "16 h on an RTX 3090"),
-    ("CTPG", "1.5M steps per task, MT10", 1_500_000, "ctpg_step.py", "20 h on an RTX 3090"),
+PAPERS = [  # (paper, budget, steps, the benchmark whose rate it takes, a word of its row's name, its wall-clock)
+    ("KTM-DRL", "1M epochs (500K offline + 500K online), halfcheetah-mt8", 1_000_000, "loop", "", "12 h on a P100"),
+    ("CTPG (MTSAC base)", "1.5M steps per task, MT10", 1_500_000, "sac_mt_update.py", "mtsac", "16 h on an RTX 3090"),
+    ("CTPG", "1.5M steps per task, MT10", 1_500_000, "ctpg_step.py", "ctpg", "20 h on an RTX 3090"),
 ]
 
 
@@ -117,6 +123,8 @@ class Step:
     json: Path | None = None
     run_dir: Path | None = None
     skip: str = ""  # why the step is planned but not run
+    env: dict[str, str] = field(default_factory=dict)  # added to the process's environment
+    note: str = ""  # shown with its status
     needs: str = ""  # a step that must have passed first
     status: str = "not run"
     wall_s: float = 0.0
@@ -140,16 +148,19 @@ def plan(dry_run: bool, work: Path) -> list[Step]:
         args = [f"{k}={v}" for k, v in {**SMALL, **overrides, **extra, "device": device, "run_dir": run_dir}.items()]
         steps.append(Step("recipes", name, [py, str(ROOT / "recipes" / f"{name}.py"), *args],
                           RECIPE_BUDGET_S.get(name, 14), run_dir=run_dir, needs="train_teachers" if extra else ""))
-    for speed in ("eager", "cudagraphs", "compile"):  # compile runs last: they take the time left over
+    for speed in SPEEDS:
         for bench in BENCHES:
-            for precision in PRECISIONS:
-                out = work / f"{bench.script[:-3]}-{speed}-{precision}.json"
-                args = [*(bench.tiny if dry_run else bench.paper), "--device", device, "--precision", precision,
+            for precisions in ([[p] for p in PRECISIONS] if bench.one_precision else [list(PRECISIONS)]):
+                name = " ".join([bench.script, speed, *precisions[:len(precisions) == 1]])
+                out = work / (name.replace(" ", "-") + ".json")
+                args = [*(bench.tiny if dry_run else bench.paper), "--device", device, "--precision", *precisions,
                         *SPEEDS[speed], "--repeats", "1" if dry_run else "3", "--json", str(out)]
                 skip = "CUDA graphs need CUDA: not run in the dry run" if dry_run and speed == "cudagraphs" else ""
-                steps.append(Step("updates", f"{bench.script} {speed} {precision}",
-                                  [py, str(ROOT / "benchmarks" / bench.script), *args], bench.budget_s[speed],
-                                  json=out, skip=skip))
+                steps.append(Step("updates", name, [py, str(ROOT / "benchmarks" / bench.script), *args],
+                                  bench.budget_s[speed] / len(PRECISIONS) * len(precisions), json=out, skip=skip))
+                if dry_run and speed == "compile":  # minutes per update on 2 CPU cores: the flag's path only here
+                    steps[-1].env = {"TORCH_COMPILE_DISABLE": "1"}
+                    steps[-1].note = "dry run: TORCH_COMPILE_DISABLE=1, the flag's path without compiling"
     loop_json = work / "ktm_loop.json"
     steps.append(Step("loop", "ktm_loop.py", [py, str(ROOT / "benchmarks" / "ktm_loop.py"), "--device", device,
                                               *(LOOP_TINY if dry_run else LOOP_PAPER), "--json", str(loop_json)],
@@ -219,6 +230,7 @@ def read_json(step: Step, text: str) -> None:
     step.rows = rows
 
 
+PAPER_REFERENCE = ("float32", "eager")  # every update rate is compared with this, measured in the same process
 READERS: dict[str, Callable[[Step, str], None]] = {"tests": read_pytest, "recipes": read_recipe,
                                                    "updates": read_json, "loop": read_json}
 
@@ -248,7 +260,7 @@ def run_all(steps: list[Step], logs: Path, dry_run: bool) -> float:
             else:
                 budget = step.budget_s + (0.0 if dry_run else spare[0])
                 print(f"[gpu-check] {step.section}: {step.name} (budget {budget:.0f} s)", flush=True)
-                run_step(step, budget, env, logs)
+                run_step(step, budget, {**env, **step.env}, logs)
                 print(f"[gpu-check]   {step.name}: {step.status} in {step.wall_s:.1f} s {step.detail}", flush=True)
             spare[0] = max(0.0, spare[0] + step.budget_s - step.wall_s)
         finally:
@@ -266,21 +278,41 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _status(step: Step) -> str:
-    return f"{step.status}: {step.detail}" if step.detail else step.status
+    return "; ".join(x for x in (f"{step.status}: {step.detail}" if step.detail else step.status, step.note) if x)
 
 
 def _rate(value: float) -> str:
     return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
 
 
-def update_rates(steps: list[Step]) -> dict[tuple[str, str], dict[tuple[str, str], float]]:
-    """``{(script, variant): {(precision, speed): per_s}}`` of the update benchmarks that passed."""
-    rates: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+def classify(row: dict[str, Any]) -> tuple[str, str, str]:
+    """``(what, precision, speed)`` of a benchmark's JSON row: its ``precision`` and ``speed`` keys where it has them,
+    else the words of its ``variant`` (``"a2c compile bfloat16"``: ``("a2c", "bfloat16", "compile")``)."""
+    words = str(row["variant"]).split()
+    precision = row.get("precision") or next((w for w in words if w in PRECISIONS), "float32")
+    speed = row.get("speed") or next((w for w in words if w in SPEED_NAMES), "eager")
+    what = " ".join(w for w in words if w not in PRECISIONS and w not in SPEED_NAMES) or "update"
+    return what, precision, speed
+
+
+def update_rates(steps: list[Step]) -> dict[tuple[str, str], dict[tuple[str, str], tuple[float, float | None]]]:
+    """``{(script, what): {(precision, speed): (per_s, ratio)}}`` of the update benchmarks that passed; the ratio is
+    to eager float32 of the same ``what`` measured in the same process (where that process has none, in the first
+    that has). A cell measured by several processes keeps its first measure (the eager processes run first)."""
+    rates: dict[tuple[str, str], dict[tuple[str, str], tuple[float, float | None]]] = {}
     for step in steps:
-        if step.section == "updates" and step.ok:
-            script, speed, precision = step.name.split()
-            for row in step.rows:
-                rates.setdefault((script, str(row["variant"])), {})[(precision, speed)] = float(row["per_s"])
+        if step.section != "updates" or not step.ok:
+            continue
+        script = step.name.split()[0]
+        rows = [(*classify(row), float(row["per_s"])) for row in step.rows]
+        reference = {what: per_s for what, precision, speed, per_s in rows if (precision, speed) == PAPER_REFERENCE}
+        for what, precision, speed, per_s in rows:
+            ratio = per_s / reference[what] if what in reference else None
+            rates.setdefault((script, what), {}).setdefault((precision, speed), (per_s, ratio))
+    for cells in rates.values():
+        if PAPER_REFERENCE in cells:
+            reference = cells[PAPER_REFERENCE][0]
+            cells.update({c: (per_s, per_s / reference) for c, (per_s, ratio) in cells.items() if ratio is None})
     return rates
 
 
@@ -307,18 +339,18 @@ def report(steps: list[Step], wall_s: float, dry_run: bool, device_name: str) ->
          f"{s.wall_s:.1f}", _status(s)] for s in by["recipes"]]) + [""]
 
     lines += ["## 3. Updates/s at the papers' sizes" + (" (dry run: tiny sizes)" if dry_run else ""), "",
-              "Each cell: updates/s and the ratio to eager float32 of the same benchmark row (medians of the "
-              "benchmark's repeats).", ""]
+              "Each cell: updates/s and, in brackets, the ratio to eager float32 of the same row, measured in the same "
+              "process where it has one (medians of the benchmark's repeats).", ""]
     rates = update_rates(steps)
-    combos = [(p, s) for p in PRECISIONS for s in SPEEDS]
+    seen = {c for cells in rates.values() for c in cells}
+    combos = [(p, s) for p in PRECISIONS for s in SPEED_NAMES if s != "compile+cudagraphs" or (p, s) in seen]
     titles = {b.script: b.title for b in BENCHES}
     rows = []
-    for (script, variant), cells in rates.items():
-        ref = cells.get(("float32", "eager"))
-        rows.append([titles[script], variant] + [
-            (f"{_rate(cells[c])}" + (f" ({cells[c] / ref:.2f}×)" if ref else "")) if c in cells else "–"
+    for (script, what), cells in rates.items():
+        rows.append([titles[script], what] + [
+            _rate(cells[c][0]) + (f" ({cells[c][1]:.2f}×)" if cells[c][1] is not None else "") if c in cells else "–"
             for c in combos])
-    lines += _table(["step", "variant", *(f"{p} {s}" for p, s in combos)], rows) + [""]
+    lines += _table(["step", "what", *(f"{p} {s}" for p, s in combos)], rows) + [""]
     lines += _table(["process", "wall (s)", "budget (s)", "status"], [
         [s.name, f"{s.wall_s:.1f}", f"{s.budget_s:.0f}", _status(s)] for s in by["updates"]]) + [""]
 
@@ -345,16 +377,19 @@ def _loop_section(loop: list[Step], rates: dict, dry_run: bool) -> list[str]:
     lines += ["Implied wall-clock for the papers' budgets" + (" (dry run: tiny sizes, not comparable)" if dry_run
                                                              else "") + ":", ""]
     rows = []
-    for paper, budget, n, source, theirs in PAPERS:
+    for paper, budget, n, source, word, theirs in PAPERS:
         if source == "loop":
             rows.append([paper, budget, f"{n / row['per_s_with_eval'] / 3600:.1f} h (full loop with evaluations)",
                          theirs])
             continue
-        eager = [c[("float32", "eager")] for (script, _), c in rates.items()
-                 if script == source and ("float32", "eager") in c]
-        best = [max(c.values()) for (script, _), c in rates.items() if script == source]
-        rows.append([paper, budget, f"{n / eager[0] / 3600:.1f} h eager float32, {n / best[0] / 3600:.1f} h "
-                     "fastest option (updates only: a lower bound)" if eager and best else "not measured", theirs])
+        mine = [(what, cells) for (script, what), cells in rates.items() if script == source]
+        cells = next((c for what, c in mine if word in what.lower()), mine[0][1] if mine else {})
+        if PAPER_REFERENCE not in cells:
+            rows.append([paper, budget, "not measured", theirs])
+            continue
+        fastest = max(cells, key=lambda c: cells[c][0])
+        rows.append([paper, budget, f"{n / cells[PAPER_REFERENCE][0] / 3600:.1f} h eager float32, "
+                     f"{n / cells[fastest][0] / 3600:.1f} h {' '.join(fastest)} (updates only: a lower bound)", theirs])
     return lines + _table(["paper", "budget", "implied here", "the paper's wall-clock"], rows) + [""]
 
 
