@@ -18,22 +18,31 @@ processes hits them alike; medians over rounds and the ratios are printed:
   (K× fewer gradient steps: a different method, shown for its cost).
 
 ``python benchmarks/ktm_step.py --threads 1 --repeats 3`` (defaults: K=8, 2×400, N=256, obs 17, act 6: MT8).
+
+On a GPU: ``--device cuda``; ``--precision float32 bfloat16`` times tdmt's learners in each precision, ``--compile`` /
+``--cudagraphs`` add those variants of them to eager (the reference loop stays eager float32: the public code);
+``--json PATH`` writes the medians as ``{"rows": [{"variant", "per_s" (updates/s), "unit", ...}]}`` (one update:
+N transitions of one task for the reference and ``per_task``, the whole ``[K, N]`` batch for ``batched``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+import torch._dynamo
 from tensordict import TensorDict
 from torch import nn
 from torch.nn import functional as F
 
 from tdmt.algos.td3_common import TD3Learner
+from tdmt.device import resolve_device
 from tdmt.modules.td3 import make_student_actor, make_student_critic
 from tdmt.modules.teachers import StackedTeachers
 from tdmt.objectives import TeacherDistillTD3Loss
@@ -67,14 +76,14 @@ class RefCritic(nn.Module):
 class Reference:
     """``TD3MT.train_mt`` of the public code, one call per task and epoch (its Gaussian-noise fix aside)."""
 
-    def __init__(self, K: int, obs: int, act: int, hidden: int):
-        self.actor, self.critic = RefActor(obs, act, hidden), RefCritic(obs, act, hidden)
+    def __init__(self, K: int, obs: int, act: int, hidden: int, device: torch.device | str = "cpu"):
+        self.actor, self.critic = RefActor(obs, act, hidden).to(device), RefCritic(obs, act, hidden).to(device)
         self.actor_target, self.critic_target = copy.deepcopy(self.actor), copy.deepcopy(self.critic)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=3e-4)
         self.actor_optimizer_online = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
         self.critic_optimizer_online = torch.optim.Adam(self.critic.parameters(), lr=3e-4)
-        self.teachers = [RefCritic(obs, act, hidden) for _ in range(K)]  # its teachers are loaded TD3 agents
+        self.teachers = [RefCritic(obs, act, hidden).to(device) for _ in range(K)]  # loaded TD3 agents there
         self.total_it = [0] * K
 
     def update_target_network(self) -> None:
@@ -119,7 +128,8 @@ class Reference:
 
 
 # ---------------------------------------------------------------------- tdmt
-def make_learner(K: int, obs: int, act: int, hidden: int, schedule: str) -> TD3Learner:
+def make_learner(K: int, obs: int, act: int, hidden: int, schedule: str, device: torch.device | str = "cpu",
+                 precision: str = "float32", speed: str = "eager") -> TD3Learner:
     native = [{"obs_dim": obs, "act_dim": act, **{name: [(torch.randn(i, o) * 0.05, torch.zeros(o)) for i, o in
                                                       ((obs + act if name != "actor" else obs, hidden),
                                                        (hidden, hidden), (hidden, act if name == "actor" else 1))]
@@ -129,7 +139,9 @@ def make_learner(K: int, obs: int, act: int, hidden: int, schedule: str) -> TD3L
     critic = make_student_critic(obs, act, K, (hidden, hidden))
     loss = TeacherDistillTD3Loss(actor, critic, teachers, action_masks=torch.ones(K, act), mode="online")
     loss.make_value_estimator(gamma=0.99)
-    return TD3Learner(loss, lr=3e-4, tau=0.005, policy_delay=2, schedule=schedule)
+    loss.to(device)
+    return TD3Learner(loss, lr=3e-4, tau=0.005, policy_delay=2, schedule=schedule, precision=precision,
+                      compile="compile" in speed, cudagraphs="cudagraphs" in speed)
 
 
 def make_batch(K: int, N: int, obs: int, act: int) -> TensorDict:
@@ -144,15 +156,19 @@ def make_batch(K: int, N: int, obs: int, act: int) -> TensorDict:
     }, batch_size=[K, N])
 
 
-def measure(fns: dict[str, Callable[[int], None]], epochs: int, repeats: int) -> dict[str, list[float]]:
-    """Epochs/s of each ``fn(n)`` over ``repeats`` rounds, contenders back to back in each round; a warm-up first."""
-    for fn in fns.values():
-        fn(2)
+def measure(fns: dict[str, Callable[[int], None]], epochs: int, repeats: int, warmup: dict[str, int],
+            sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Epochs/s of each ``fn(n)`` over ``repeats`` rounds, contenders back to back in each round; warm-up epochs
+    first (``compile`` / ``cudagraphs``: enough for every branch to be compiled or captured)."""
+    for name, fn in fns.items():
+        fn(warmup[name])
+    sync()
     rates: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
             fn(epochs)
+            sync()
             rates[name].append(epochs / (time.perf_counter() - t0))
     return rates
 
@@ -167,19 +183,40 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=6, help="epochs per timing (even: d=2)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                        help="tdmt learners' precision(s)")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile'd tdmt learners to eager")
+    parser.add_argument("--cudagraphs", action="store_true", help="add CUDA-graph tdmt learners to eager (CUDA)")
+    parser.add_argument("--stages", nargs="+", default=["offline", "online"], choices=["offline", "online"])
+    parser.add_argument("--json", type=Path, help="write the medians here")
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+        if args.cudagraphs and device.type != "cuda":
+            raise ValueError(f"--cudagraphs with --device {args.device} is not valid; valid: --device cuda")
+    except ValueError as e:
+        parser.error(str(e))
+    speeds = ["eager", *(["compile"] if args.compile else []), *(["cudagraphs"] if args.cudagraphs else []),
+              *(["compile+cudagraphs"] if args.compile and args.cudagraphs else [])]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if args.compile:  # one process holds 2 learners x precisions x 2 optimisers, each a guard of the compiled step
+        torch._dynamo.config.recompile_limit = 64
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     K, N = args.tasks, args.batch
-    batch = make_batch(K, N, args.obs, args.act)
+    batch = make_batch(K, N, args.obs, args.act).to(device)
     per_task_rows = [(b["observation"], b["action"], b["next", "observation"], b["next", "reward"],
                       1.0 - b["next", "terminated"].float()) for b in batch.unbind(0)]
     print(f"KTM-DRL epochs: K={K}, 2x{args.hidden}, N={N} per task, obs {args.obs}, act {args.act}, "
-          f"{args.threads} thread(s), {args.repeats} rounds x {args.epochs} epochs, torch {torch.__version__}")
-    for stage in ("offline", "online"):
-        ref = Reference(K, args.obs, args.act, args.hidden)
-        learners = {s: make_learner(K, args.obs, args.act, args.hidden, s) for s in ("per_task", "batched")}
-        for learner in learners.values():
+          f"{args.threads} thread(s), {args.repeats} rounds x {args.epochs} epochs, torch {torch.__version__}, "
+          f"device {device}")
+    rows = []
+    for stage in args.stages:
+        ref = Reference(K, args.obs, args.act, args.hidden, device)
+        variants = {(s, p, v): make_learner(K, args.obs, args.act, args.hidden, s, device, p, v)
+                    for p in args.precision for v in speeds for s in ("per_task", "batched")}
+        for learner in variants.values():
             learner.loss.mode = stage
         every = {"actor_every": 1, "soft_update": False} if stage == "offline" else {}
 
@@ -192,14 +229,34 @@ def main() -> None:
             for _ in range(n):
                 learner.update(batch, **every)
 
-        fns = {"reference (public code's loop)": run_ref}
-        fns.update({f"tdmt {s}": (lambda n, lr=lr: run_tdmt(n, lr)) for s, lr in learners.items()})
-        rates = {name: statistics.median(v) for name, v in measure(fns, args.epochs, args.repeats).items()}
-        ref_rate, per_task, batched = rates.values()
+        fns = {"reference": run_ref}
+        fns.update({" ".join(key): (lambda n, lr=lr: run_tdmt(n, lr)) for key, lr in variants.items()})
+        warmup = {name: 2 if name == "reference" or name.endswith("eager") else 8 for name in fns}
+        rates = {name: statistics.median(v) for name, v in measure(fns, args.epochs, args.repeats, warmup,
+                                                                   sync).items()}
+        ref_rate = rates["reference"]
         print(f"{stage} (Eq. {'1-2' if stage == 'offline' else '3-5'}), epochs/s (median):")
-        print(f"  reference {ref_rate:7.2f}   tdmt per_task {per_task:7.2f}   tdmt batched {batched:7.2f}")
-        print(f"  per_task / reference = x{per_task / ref_rate:.2f}   batched / per_task = x{batched / per_task:.2f}"
-              f"   (updates per epoch: reference {K}, per_task {K}, batched 1)")
+        for p in args.precision:
+            for v in speeds:
+                per_task, batched = rates[f"per_task {p} {v}"], rates[f"batched {p} {v}"]
+                label = "" if (p, v) == ("float32", "eager") else f" [{p}, {v}]"
+                print(f"  reference {ref_rate:7.2f}   tdmt per_task{label} {per_task:7.2f}   tdmt batched{label} "
+                      f"{batched:7.2f}")
+                print(f"  per_task / reference = x{per_task / ref_rate:.2f}   batched / per_task = "
+                      f"x{batched / per_task:.2f}   (updates per epoch: reference {K}, per_task {K}, batched 1)")
+        common = {"stage": stage, "device": str(device), "tasks": K, "hidden": args.hidden, "batch": N,
+                  "unit": "updates/s"}
+        rows.append({"variant": f"{stage} reference", "precision": "float32", "speed": "eager",
+                     "per_s": ref_rate * K, "epochs_per_s": ref_rate, "updates_per_epoch": K, **common})
+        for (schedule, p, v) in variants:
+            per_epoch = K if schedule == "per_task" else 1
+            rate = rates[f"{schedule} {p} {v}"]
+            rows.append({"variant": f"{stage} tdmt {schedule} {p} {v}", "precision": p, "speed": v,
+                         "schedule": schedule, "per_s": rate * per_epoch, "epochs_per_s": rate,
+                         "updates_per_epoch": per_epoch, **common})
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
