@@ -212,12 +212,12 @@ def _autocast_probe(fn, seen: list[bool]):
 
 
 # ------------------------------------------------------------------------------------------------ GPU runs
-@pytest.mark.cuda
-@pytest.mark.skipif(NO_CUDA, reason="needs CUDA")
-def test_the_three_recipes_run_on_cuda_and_their_model_pt_loads_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(NO_CUDA, reason="needs CUDA")])])
+def test_the_three_recipes_run_on_the_device_and_their_model_pt_loads_on_the_cpu(tmp_path, device):
     from tdmt.algos import finetune
 
-    common = dict(seed=0, eval_episodes=2, log_every=20, checkpoint_every=0, progress=False, device="cuda")
+    common = dict(seed=0, eval_episodes=2, log_every=20, checkpoint_every=0, progress=False, device=device)
     a2c_cfg = a2c_multitask.Config(suite=SUITE, run_dir=str(tmp_path / "a2c"), total_steps=40, eval_every=20,
                                    num_envs_per_task=2, **common)
     a2c_multitask.run(a2c_cfg)

@@ -143,6 +143,17 @@ def step_keeping_other_rows(optim: torch.optim.Optimizer, stacked: Sequence[torc
             tensor.copy_(torch.where(others, before, tensor))
 
 
+def set_capturable(optim: torch.optim.Optimizer, capturable: bool) -> None:
+    """This run's ``capturable`` (CUDA graphs need it), not the run that saved a loaded optimizer state: its step
+    counters then live on the parameters' device (capturable) or the host."""
+    for group in optim.param_groups:
+        group["capturable"] = capturable
+        for p in group["params"]:
+            state = optim.state.get(p, {})
+            if "step" in state:
+                state["step"] = state["step"].to(p.device if capturable else "cpu")
+
+
 def n_step_return(reward: torch.Tensor, next_value: torch.Tensor, done: torch.Tensor, terminated: torch.Tensor,
                   gamma: float) -> torch.Tensor:
     """The n-step return of Eq. 3 on ``[..., T, 1]`` rollout tensors (time at dim −2), what TorchRL's ``TD1``
@@ -191,7 +202,7 @@ class A2CAgent:
                          else None)
         # the advantage and value target are computed here (n_step_return): the loss never runs its estimator
         self.loss = A2CLoss(self.actor, self.critic, entropy_coeff=cfg.entropy_coeff, critic_coeff=cfg.value_coeff,
-                            loss_critic_type="l2")
+                            loss_critic_type="l2").to(self.device)  # its coefficient buffers too
         self.gamma, self.max_grad_norm, self.precision = cfg.gamma, cfg.max_grad_norm, cfg.precision
         self.cfg = cfg
         self.nets: list[MultiHeadMLP] = [actor_net(self.actor), self.critic.module]
@@ -292,8 +303,7 @@ class A2CAgent:
             self.obs_norm.load_state_dict(state["obs_norm"])
         if optimizer:
             self.optim.load_state_dict(state["optim"])
-            for group in self.optim.param_groups:  # this run's choice, not the saving run's (CUDA graphs need it)
-                group["capturable"] = self.cfg.cudagraphs
+            set_capturable(self.optim, self.cfg.cudagraphs)
 
 
 class Rollouts:

@@ -49,6 +49,7 @@ from tdmt.algos.a2c_multitask import (
     frames_text,
     raw_observation_policy,
     read_scalars,
+    set_capturable,
     step_keeping_other_rows,
     write_report,
 )
@@ -153,7 +154,7 @@ def train_sac_teachers(cfg: Config, run_dir: str) -> None:
     s = env.suite
     actor, qvalue = make_teacher_actor(cfg, env), make_sac_qvalue(cfg, env)
     loss = SACLoss(actor, qvalue, num_qvalue_nets=2, loss_function="l2", alpha_init=1.0,
-                   target_entropy=-float(s.act_max), action_spec=env.action_spec)
+                   target_entropy=-float(s.act_max), action_spec=env.action_spec).to(cfg.device)
     loss.make_value_estimator(ValueEstimators.TD0, gamma=0.99)
     target = SoftUpdate(loss, tau=0.005)
     optim = torch.optim.Adam(loss.parameters(), lr=cfg.sac_lr)
@@ -249,7 +250,7 @@ class KLStudentLearner:
         self.cfg, self.device = cfg, torch.device(cfg.device)
         self.student = student
         self.loss = KLGaussianDistillLoss(student, teacher, direction=cfg.direction,
-                                          action_mask=action_masks(act_dims, act_max).to(self.device))
+                                          action_mask=action_masks(act_dims, act_max)).to(self.device)
         speed = cfg.compile or cfg.cudagraphs
         lr = torch.tensor(cfg.lr, device=self.device) if speed and cfg.lr_schedule == "linear" else cfg.lr
         # a tensor lr on CUDA needs the capturable (foreach) step, or each step reads it on the host
@@ -304,8 +305,9 @@ class KLStudentLearner:
         self.student.load_state_dict(state["student"])
         lrs = [group["lr"] for group in self.optim.param_groups]
         self.optim.load_state_dict(state["optim"])
-        for group, lr in zip(self.optim.param_groups, lrs):  # this run's lr kind and capturable, not the saver's
-            group["lr"], group["capturable"] = lr, self.optim.defaults["capturable"]
+        for group, lr in zip(self.optim.param_groups, lrs):  # this run's lr kind (a float or a device tensor)
+            group["lr"] = lr
+        set_capturable(self.optim, self.optim.defaults["capturable"])
 
 
 def distill(cfg: Config, student, teacher, run: TrainingRun, env: MultiTaskEnv,
