@@ -24,8 +24,16 @@ start and at each episode start). ``ctpg``: ``j ~ π^g_i(·|s)`` with logits of 
 (own policy if all are filtered), blocked tasks always use their own policy. ``random``: ``j`` uniform over the K
 policies, the same guide-block gate, no filter, no guide learning. ``qmp``: ``j = argmax_j min Q_i(s, a_j)``,
 ``a_j ~ π_j``, and the winning ``a_j`` itself is executed at that step (then ``π_j`` for the rest of the block).
-Guide transitions go to a per-task guide replay; the guide batch holds the unblocked tasks' rows only, ``128·K``
-spread evenly over them (the public code's ``guide_sample_scale``; ``guide_batch=per_task``: 128 each).
+Guide transitions go to a per-task guide replay; in the guide losses only the unblocked tasks count, ``128·K``
+transitions spread evenly over them (the public code's ``guide_sample_scale``; ``guide_batch=per_task``: 128 each),
+in a batch of one fixed shape (:func:`guide_batch`).
+
+Device (DESIGN §9): everything but the env lives on ``device=`` — networks, optimiser states, targets, temperatures,
+the gates' state, both replays (on ``replay_device=`` if set), the behaviour state and the episode accumulators.
+Between logging intervals no env step, draw, control update or guide update reads the device: finished guide blocks
+are stored with a mask (``GuideReplayBuffer.extend_where``), on CUDA the behaviour draw runs at every step and the
+rows starting a block take it, statistics stay tensors until :meth:`Trainer.metrics` reads them at a log step.
+``guide_block=success`` decides "every task blocked" (no guide update) from the last evaluation, already on the host.
 """
 
 from __future__ import annotations
