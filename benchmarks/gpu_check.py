@@ -72,7 +72,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "finetune": {**A2C_SMALL, "source_task": "PendulumGravityLow", "target_task": "PendulumGravityHigh",
                  "source_frames": 100, "target_frames": 100, "eval_every": 100},
 }
-RECIPE_BUDGET_S = {"train_teachers": 20, "ktm_drl": 20, "ctpg": 18, "distill_kl": 18, "finetune": 16}  # others: 14
+RECIPE_BUDGET_S = {"train_teachers": 16, "ktm_drl": 16, "ctpg": 14, "distill_kl": 14, "finetune": 14}  # others: 12
 
 
 @dataclass
@@ -94,13 +94,13 @@ BENCHES = [
     Bench("KTM-DRL online step (K=8, 2×400, 256 per task)", "ktm_step.py",
           ["--tasks", "8", "--hidden", "400", "--batch", "256"],
           ["--tasks", "2", "--hidden", "16", "--batch", "8", "--epochs", "2"],
-          {"eager": 14, "cudagraphs": 22, "compile": 36}),
+          {"eager": 12, "cudagraphs": 18, "compile": 30}),
     Bench("SAC-MT update (MT10, 5×400, 128 per task)", "sac_mt_update.py",
           ["--suites", "metaworld-mt10", "--backbones", "mtsac"], ["--suites", "pendulum-mt3", "--backbones", "mtsac"],
-          {"eager": 14, "cudagraphs": 22, "compile": 36}),
+          {"eager": 12, "cudagraphs": 18, "compile": 30}),
     Bench("CTPG step (MT10, 5×400, 128 per task)", "ctpg_step.py",
           ["--suites", "metaworld-mt10", "--backbones", "mtsac"], ["--suites", "pendulum-mt3", "--backbones", "mtsac"],
-          {"eager": 14, "cudagraphs": 22, "compile": 36}),
+          {"eager": 12, "cudagraphs": 18, "compile": 30}),
 ]
 LOOP_PAPER = ["--suite", "halfcheetah-mt8", "--steps", "300", "--eval-episodes", "10"]
 LOOP_TINY = ["--suite", "pendulum-mt3", "--hidden", "16", "--batch", "8", "--buffer", "1000", "--steps", "20",
@@ -141,13 +141,13 @@ def plan(dry_run: bool, work: Path) -> list[Step]:
     py = sys.executable
     device = "cpu" if dry_run else "cuda"
     steps = [Step("tests", "pytest -m cuda", [py, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-m", "cuda",
-                                              str(ROOT / "tests")], 40)]
+                                              str(ROOT / "tests")], 120)]  # CUDA-graph (and compiled) updates vs eager
     for name, overrides in RECIPES.items():
         run_dir = work / "runs" / name
         extra = {"teachers_dir": work / "runs" / "train_teachers" / "teachers"} if name == "ktm_drl" else {}
         args = [f"{k}={v}" for k, v in {**SMALL, **overrides, **extra, "device": device, "run_dir": run_dir}.items()]
         steps.append(Step("recipes", name, [py, str(ROOT / "recipes" / f"{name}.py"), *args],
-                          RECIPE_BUDGET_S.get(name, 14), run_dir=run_dir, needs="train_teachers" if extra else ""))
+                          RECIPE_BUDGET_S.get(name, 12), run_dir=run_dir, needs="train_teachers" if extra else ""))
     for speed in SPEEDS:
         for bench in BENCHES:
             for precisions in ([[p] for p in PRECISIONS] if bench.one_precision else [list(PRECISIONS)]):
