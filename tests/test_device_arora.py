@@ -14,12 +14,14 @@ from collections.abc import Iterator
 import pytest
 import torch
 from tensordict import TensorDictBase
+from torchrl.envs import TransformedEnv
 
 from tdmt.algos import a2c_multitask, distill_kl
 from tdmt.algos.a2c_multitask import A2CAgent, Rollouts, make_agent
 from tdmt.algos.distill_kl import KLStudentLearner, MixedBehaviour, make_student, make_teacher_actor
 from tdmt.device import HostSyncCounter, factories_on_meta
-from tdmt.envs import make_env
+from tdmt.envs import TaskObservationNorm, make_env
+from tdmt.envs.normalize import normalized
 
 SUITE, E, T = "pendulum-mt3", 2, 5
 K = 3
@@ -120,6 +122,28 @@ def test_episode_returns_are_summed_per_task_on_the_device_and_read_once():
     assert rollouts.pop_returns(["a", "b", "c"]) == {"train/a/return": 3.0, "train/c/return": 3.0}
     torch.testing.assert_close(rollouts.episode_return, torch.tensor([[0.0, 3.0], [3.0, 3.0], [0.0, 0.0]]))
     assert rollouts.pop_returns(["a", "b", "c"]) == {}  # read and cleared
+
+
+def test_the_normalised_env_resets_done_rows_as_torchrl_does_without_a_host_sync():
+    """Through an episode end (Pendulum: 200 steps): the same states, resets and normalised observations as TorchRL's
+    ``TransformedEnv``, and no host sync outside the base env's own ``_step``/``_reset``."""
+    envs = []
+    for wrap in (TransformedEnv, normalized):
+        env = make_env(SUITE, seed=0, num_envs_per_task=E, task_onehot=False)
+        envs.append(wrap(env, TaskObservationNorm(K, env.suite.obs_max)))
+    tds = [env.reset() for env in envs]
+    actions = torch.rand(205, K, E, 1, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    syncs, ends = HostSyncCounter(), 0
+    with env_paused(envs[1], syncs):
+        for action in actions:
+            step, tds[0] = envs[0].step_and_maybe_reset(tds[0].set("action", action))
+            with syncs:
+                _, tds[1] = envs[1].step_and_maybe_reset(tds[1].set("action", action.clone()))
+            ends += int(step["next", "done"].sum())
+            for key in ("observation", "done", "task_id"):
+                torch.testing.assert_close(tds[1][key], tds[0][key], msg=lambda m, k=key: f"{k}: {m}")
+    assert syncs.total == 0, syncs.report()
+    assert ends == K * E  # every row's episode ended once (and was reset) during the run
 
 
 # ------------------------------------------------------------------------------------------------ device hygiene

@@ -102,18 +102,29 @@ class TaskObservationNorm(ObservationTransform):
         return out
 
 
-class _HostResetTransformedEnv(TransformedEnv):
-    """A ``TransformedEnv`` that, like :class:`~tdmt.envs.MultiTaskEnv` itself, reads "is any row done" from the
-    base env's host copy of the last step's done flags (TorchRL's ``maybe_reset`` would read it on the device: a
-    host–device sync per env step on a GPU). Only a step where an episode ends takes TorchRL's path."""
+class _NormalizedEnv(TransformedEnv):
+    """A multi-task env seen through a :class:`TaskObservationNorm` whose resets, like
+    :meth:`MultiTaskEnv.maybe_reset <tdmt.envs.MultiTaskEnv.maybe_reset>`'s, follow the base env's host copy of the
+    last step's done flags: the base env resets its done rows, and only those rows' fresh observations are
+    normalised here (TorchRL's ``maybe_reset`` would read the flags on the device: a host–device sync per env step
+    on a GPU)."""
 
     def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
-        host_done = getattr(self.base_env, "_last_done", None)  # MultiTaskEnv's gymnasium done flags (numpy)
-        if host_done is not None and not host_done.any():
+        done = getattr(self.base_env, "_last_done", None)  # MultiTaskEnv's gymnasium done flags (numpy), or None
+        if done is None:
+            return super().maybe_reset(tensordict)
+        if not done.any():
             return tensordict
-        return super().maybe_reset(tensordict)
+        rows = torch.from_numpy(done).view(self.batch_size).to(self.device, non_blocking=True)
+        tensordict = self.base_env.maybe_reset(tensordict)  # raw observations in the done rows
+        norm: TaskObservationNorm = self.transform
+        task_id = tensordict.get(norm.task_id_key)
+        for key in norm.in_keys:
+            obs = tensordict.get(key)
+            tensordict.set(key, torch.where(rows.unsqueeze(-1), norm.normalize(obs, task_id), obs))
+        return tensordict
 
 
 def normalized(env: EnvBase, norm: TaskObservationNorm) -> TransformedEnv:
     """``env`` seen through ``norm`` (training statistics, or :meth:`TaskObservationNorm.frozen` ones)."""
-    return _HostResetTransformedEnv(env, norm)
+    return _NormalizedEnv(env, norm)
