@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from tdmt.algos import ktm_drl, td3_mt, teachers
+from tdmt.algos import ktm_drl, td3_common, td3_mt, teachers
 from tdmt.algos.run import StopRequested, TrainingRun
 from tdmt.algos.td3_common import EpisodeTurns, OnlineCollector, TD3Learner, sample_task
 from tdmt.device import HostSyncCounter, factories_on_meta
@@ -220,13 +220,26 @@ def test_cuda_graph_updates_equal_eager():
     _updates_agree("cuda", cudagraphs=True)
 
 
-def test_speed_options_are_refused_where_they_cannot_run():
+def test_device_options_are_refused_where_they_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match="cudagraphs=True with a loss on cpu"):
         TD3Learner(build("ktm per_task").loss, 1e-3, 0.005, cudagraphs=True, schedule="per_task")
-    with pytest.raises(ValueError, match="storage='memmap' with replay_device='cuda'|replay_device='cuda' but no"):
-        ktm_drl.Config(storage="memmap", replay_device="cuda").validate()
     with pytest.raises(ValueError, match="replay_device='gpu' is not valid; valid: cpu, cuda"):
         td3_mt.Config(replay_device="gpu").validate()
+    with pytest.raises(ValueError, match="^replay_device='cuda' but no CUDA device is visible"):
+        teachers.Config(replay_device="cuda").validate()
+    monkeypatch.setattr(td3_common, "resolve_device", torch.device)  # as on a GPU node
+    with pytest.raises(ValueError, match="^storage='memmap' with replay_device='cuda' is not valid; valid: "
+                                         "replay_device=cpu"):
+        ktm_drl.Config(storage="memmap", replay_device="cuda").validate()
+    ktm_drl.Config(storage="memmap", replay_device="cpu").validate()
+
+
+def test_memmap_replay_lives_in_the_run_folder(tmp_path):
+    run_dir = tmp_path / "mm"
+    td3_mt.run(td3_mt.Config(run_dir=str(run_dir), storage="memmap", total_steps=12, start_steps=6, eval_every=12,
+                             checkpoint_every=0, eval_episodes=1, **TINY))
+    files = [p for p in (run_dir / "replay-storage").rglob("*") if p.is_file()]
+    assert files and sum(p.stat().st_size for p in files) >= 2 * 500 * 10 * 4  # [K, C] rings of 10-dim observations
 
 
 # ---------------------------------------------------------------------------------------------- precision
