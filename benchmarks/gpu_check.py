@@ -92,8 +92,8 @@ class Bench:
 
 BENCHES = [
     Bench("KTM-DRL online step (K=8, 2×400, 256 per task)", "ktm_step.py",
-          ["--tasks", "8", "--hidden", "400", "--batch", "256"],
-          ["--tasks", "2", "--hidden", "16", "--batch", "8", "--epochs", "2"],
+          ["--tasks", "8", "--hidden", "400", "--batch", "256", "--stages", "online"],
+          ["--tasks", "2", "--hidden", "16", "--batch", "8", "--epochs", "2", "--stages", "online"],
           {"eager": 12, "cudagraphs": 18, "compile": 30}),
     Bench("SAC-MT update (MT10, 5×400, 128 per task)", "sac_mt_update.py",
           ["--suites", "metaworld-mt10", "--backbones", "mtsac"], ["--suites", "pendulum-mt3", "--backbones", "mtsac"],
@@ -324,7 +324,8 @@ def report(steps: list[Step], wall_s: float, dry_run: bool, device_name: str) ->
         "one GPU, the papers' sizes"
     lines = ["# tdmt GPU check", "",
              f"{now} · GPU: **{device_name}** · torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}) · "
-             f"commit {_commit()} · {mode} · {wall_s:.0f} s in all (budget {TOTAL_BUDGET_S} s)", ""]
+             f"commit {_commit()} · {mode} · {wall_s:.0f} s in all"
+             + ("" if dry_run else f" (budget {TOTAL_BUDGET_S} s)"), ""]
     by = {s: [st for st in steps if st.section == s] for s in READERS}
 
     lines += ["## 1. CUDA-marked tests (`pytest -m cuda`)", ""]
@@ -369,9 +370,9 @@ def _loop_section(loop: list[Step], rates: dict, dry_run: bool) -> list[str]:
     share = row["eval_share"]
     verdict = "under the 10 % goal" if share < 0.10 else \
         "**above the 10 % goal**: evaluate less often or with fewer episodes (eval_every, eval_episodes)"
-    lines += _table(["suite", "device", "env steps/s (training)", f"one evaluation ({row['eval_episodes']} episodes "
-                     "× K tasks, CPU envs)", f"share at one every {row['eval_every']:,} epochs",
-                     "env steps/s with evaluations"],
+    episodes = f"{row['eval_episodes']} episode{'s' * (row['eval_episodes'] != 1)}"
+    lines += _table(["suite", "device", "env steps/s (training)", f"one evaluation ({episodes} × K tasks, CPU envs)",
+                     f"share at one every {row['eval_every']:,} epochs", "env steps/s with evaluations"],
                     [[row["variant"].split()[-1], row["device"], _rate(row["per_s"]), f"{row['eval_s']:.1f} s",
                       f"{100 * share:.1f} % ({verdict})", _rate(row["per_s_with_eval"])]]) + [""]
     lines += ["Implied wall-clock for the papers' budgets" + (" (dry run: tiny sizes, not comparable)" if dry_run

@@ -63,7 +63,12 @@ def test_the_dry_run_runs_every_planned_step_and_reports_real_numbers(tmp_path):
         eager32, compile32, graphs32, eager16, compile16, graphs16 = row[2:]
         assert graphs32 == graphs16 == "–"
         assert number(eager32) > 0 and "(1.00×)" in eager32
-        assert all(number(c) > 0 and re.search(r"\(\d+\.\d\d×\)", c) for c in (compile32, eager16, compile16))
+        others = (compile32, eager16, compile16)
+        if row[1].endswith("reference"):  # ktm_step's public-code loop: eager float32 only
+            assert others == ("–",) * 3
+        else:
+            assert all(number(c) > 0 and re.search(r"\(\d+\.\d\d×\)", c) for c in others), row
+    assert sum(not r[1].endswith("reference") for r in pivot) >= len(gpu_check.BENCHES)
     [loop] = section(text, "4. Full loop")[:1]
     assert loop[:2] == ["pendulum-mt3", "cpu"] and number(loop[2]) > 0 and number(loop[5]) > 0
     hours = section(text, "4. Full loop")[1:]
