@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
     t_teach = stage("teachers", out / "teachers", lambda: teachers.run(t_cfg))
     t_ktm = stage("KTM-DRL (offline + online)", out / "ktm_drl", lambda: ktm_drl.run(k_cfg))
     suite = get_suite(demo.suite)
-    plot_curves({"Ideal (teachers)": [TrainingRun(out / "teachers").evals.rows()],
+    plot_curves({"Ideal": [TrainingRun(out / "teachers").evals.rows()],
                  "KTM-DRL": [TrainingRun(out / "ktm_drl").evals.rows()]}, suite.task_names, out / "curves.png",
                 title=f"KTM-DRL demo — {demo.suite}")
     text = (out / "ktm_drl" / "results.md").read_text()
