@@ -21,6 +21,7 @@ import torch
 from tdmt.algos import ktm_drl, td3_common, td3_mt, teachers
 from tdmt.algos.run import StopRequested, TrainingRun
 from tdmt.algos.td3_common import EpisodeTurns, OnlineCollector, TD3Learner, sample_task
+from tdmt.config import parse_args
 from tdmt.device import HostSyncCounter, factories_on_meta
 from tdmt.envs import action_masks, get_suite, make_env
 from tdmt.modules.td3 import make_student_actor
@@ -223,6 +224,8 @@ def test_cuda_graph_updates_equal_eager():
 def test_device_options_are_refused_where_they_cannot_run(monkeypatch):
     with pytest.raises(ValueError, match="cudagraphs=True with a loss on cpu"):
         TD3Learner(build("ktm per_task").loss, 1e-3, 0.005, cudagraphs=True, schedule="per_task")
+    with pytest.raises(ValueError, match="^compile=true with pcgrad=true is not valid; valid: compile=false"):
+        parse_args(td3_mt.Config, ["pcgrad=true", "update_schedule=batched", "compile=true"])
     with pytest.raises(ValueError, match="replay_device='gpu' is not valid; valid: cpu, cuda"):
         td3_mt.Config(replay_device="gpu").validate()
     with pytest.raises(ValueError, match="^replay_device='cuda' but no CUDA device is visible"):

@@ -15,6 +15,12 @@ epoch``: one env step in each of the K tasks and the updates on N transitions of
   gradient steps per epoch (a different method; ``benchmarks/ktm_step.py`` compares the speeds).
 
 Logged losses stay tensors until a metrics row is written (no host synchronisation per update).
+
+Devices (DESIGN §9): networks, teachers, losses, optimiser states, targets, masks and exploration noise live on
+``device``; the replay on ``replay_device`` (default: the same); the envs step on the host and hand their batch over
+on ``device`` once per step. Between logging intervals neither an update nor an env step waits for the device (tested
+with :class:`tdmt.device.HostSyncCounter` in ``tests/test_device_td3.py``). ``compile=`` / ``cudagraphs=`` wrap one
+update function per branch (:meth:`TD3Learner._function`).
 """
 
 from __future__ import annotations
@@ -140,6 +146,10 @@ class TD3Learner:
         if self.cudagraphs and (self.device.type != "cuda" or self.pcgrad):
             raise ValueError(f"cudagraphs=True with a loss on {self.device} and pcgrad={self.pcgrad} is not valid; "
                              "valid: a loss on CUDA without pcgrad (PCGrad draws its projection order on the host)")
+        if self.compile and self.pcgrad:
+            raise ValueError("compile=True with pcgrad=True is not valid; valid: compile=False (PCGrad's batched "
+                             "per-task backward fails in compiled graphs: torch 2.13, 'Tensor that doesn't have "
+                             "storage')")
         self._wrapped: dict[tuple, Callable[[TensorDictBase], tuple[torch.Tensor, ...]]] = {}
         self.reset_optimizers()
         self.target_updater = SoftUpdate(self.loss, tau=self.tau)  # registers the targets with TorchRL

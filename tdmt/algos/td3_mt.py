@@ -58,6 +58,9 @@ class Config(TD3Config):
         if self.pcgrad and self.cudagraphs:
             raise ValueError("cudagraphs=true with pcgrad=true is not valid; valid: cudagraphs=false (PCGrad draws "
                              "its projection order on the host, which a captured graph would replay unchanged)")
+        if self.pcgrad and self.compile:
+            raise ValueError("compile=true with pcgrad=true is not valid; valid: compile=false (PCGrad's batched "
+                             "per-task backward fails in compiled graphs with torch 2.13)")
 
     @property
     def label(self) -> str:
