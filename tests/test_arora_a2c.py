@@ -181,3 +181,24 @@ def test_n_step_return_equals_torchrls_td1_estimator_through_truncations_and_ter
     with torch.no_grad():
         got = n_step_return(nxt["reward"], critic(nxt["observation"], nxt["task_id"]), done, terminated, 0.9)
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_declared_task_layout_routes_as_the_values_do_without_reading_them(shared):
+    from tdmt.device import HostSyncCounter
+    from tdmt.modules.multihead import task_layout
+
+    torch.manual_seed(0)
+    net = MultiHeadMLP(K, 5, 2, hidden=(8, 8), shared_trunk=shared)
+    x, task_major = torch.randn(K, 4, 5), torch.arange(K).view(K, 1).expand(K, 4)
+    with HostSyncCounter() as syncs:
+        with task_layout("task_major"):
+            stacked = net(x, task_major)
+        with task_layout("one_task"):
+            one = net(x[2], torch.full((4,), 2))
+    assert syncs.total == 0, syncs.report()
+    torch.testing.assert_close(stacked, torch.stack([_reference(net, x[k], k) for k in range(K)]))
+    torch.testing.assert_close(one, _reference(net, x[2], 2))
+    with pytest.raises(ValueError, match=r"layout='mixed' is not valid; valid: \['task_major', 'one_task'\]"):
+        with task_layout("mixed"):
+            pass
