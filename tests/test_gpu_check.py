@@ -110,3 +110,16 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_2(tmp_path):
     if torch.version.cuda is None:
         assert "a CPU-only build: install a CUDA build of torch in .venv" in out.stderr
     assert not (tmp_path / "gpu-report.md").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip on a machine without CUDA")
+def test_a_cuda_marked_test_is_skipped_with_the_reason_where_cuda_is_absent(tmp_path):
+    (tmp_path / "test_needs_gpu.py").write_text(
+        "import pytest\n\n\n@pytest.mark.cuda\ndef test_on_the_gpu():\n    assert False\n\n\n"
+        "def test_anywhere():\n    assert True\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "--strict-markers", "-rs", "-q",
+                          "-p", "no:cacheprovider", str(tmp_path)], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert re.search(r"SKIPPED \[1\] .*test_needs_gpu.py:\d+: needs a CUDA device; none is visible here", out.stdout)
+    assert "1 passed, 1 skipped" in out.stdout
