@@ -380,8 +380,8 @@ def _loop_section(loop: list[Step], rates: dict, dry_run: bool) -> list[str]:
     rows = []
     for paper, budget, n, source, word, theirs in PAPERS:
         if source == "loop":
-            rows.append([paper, budget, f"{n / row['per_s_with_eval'] / 3600:.1f} h (full loop with evaluations)",
-                         theirs])
+            rows.append([paper, budget, f"{n / row['per_s_with_eval'] / 3600:.1f} h (every epoch at the online loop's "
+                         "rate with evaluations: an upper bound, offline epochs step no env)", theirs])
             continue
         mine = [(what, cells) for (script, what), cells in rates.items() if script == source]
         cells = next((c for what, c in mine if word in what.lower()), mine[0][1] if mine else {})
