@@ -9,7 +9,9 @@ usage:
     tdmt eval RUN_DIR [episodes=N] [video=true]       evaluation.md/.csv (and videos/*.mp4) in RUN_DIR
 
 ``key=value`` overrides the spec (dotted keys for nested ones: ``slurm.partition=gpu``,
-``methods.ktm_drl.overrides.online_steps=1000``). A bad input prints one line ``tdmt <command>: message`` and
+``methods.ktm_drl.overrides.online_steps=1000``). A SLURM sweep that reserves GPUs (``slurm.gpus_per_task >= 1``)
+passes ``device=cuda`` to every job unless the spec sets ``device`` (docs/gpu.md).
+A bad input prints one line ``tdmt <command>: message`` and
 exits 2 (``TDMT_DEBUG=1`` shows the traceback).
 
 examples (they run as written):
@@ -135,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tdmt", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tdmt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("sweep", help="launch a sweep (a spec file and/or key=value overrides)")
+    p = sub.add_parser("sweep", help="launch a sweep (a spec file and/or key=value overrides); a SLURM sweep "
+                                     "reserving GPUs passes device=cuda to its jobs unless the spec sets device")
     p.add_argument("args", nargs="*", help="SPEC.yaml and/or key=value pairs")
     p.add_argument("--dry-run", action="store_true", help="validate and list what would be submitted")
     p.add_argument("--wait", action="store_true", help="with executor=slurm: wait until every element ended")
