@@ -262,3 +262,24 @@ def test_the_three_recipes_run_on_the_device_and_their_model_pt_loads_on_the_cpu
         out = module.load_model_policy(cfg, str(tmp_path / ("a2c" if module is a2c_multitask else "kl") /
                                                 "model.pt"))(env.reset())
         assert out["action"].device.type == "cpu"
+
+
+def test_the_update_benchmark_writes_its_rows_with_ratios_to_eager_float32(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "rows.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "a2c_update.py"
+    run = subprocess.run([sys.executable, str(script), "--suite", SUITE, "--envs", "2", "--repeats", "1",
+                          "--iterations", "1", "--precision", "float32", "bfloat16", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["a2c eager float32", "a2c eager bfloat16", "kl eager float32",
+                                            "kl eager bfloat16"]
+    assert all(r["unit"] == "updates/s" and r["per_s"] > 0 for r in rows)
+    assert rows[0]["ratio"] == rows[2]["ratio"] == 1.0 and rows[1]["reference"] == "a2c eager float32"
+    bad = subprocess.run([sys.executable, str(script), "--cudagraphs"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--cudagraphs with --device='cpu' is not valid" in bad.stderr.splitlines()[-1]
