@@ -26,6 +26,8 @@ def test_memmap_replay_is_refused_off_the_cpu(monkeypatch):
         parse_args(Config, ["storage=memmap", "replay_device=cuda"])
     with pytest.raises(ValueError, match="storage='memmap' with device='cuda:0' .* valid: replay_device=cpu"):
         parse_args(Config, ["storage=memmap", "device=cuda:0"])
+    with pytest.raises(ValueError, match="^replay_device='gpu' is not valid; valid: cpu, cuda, cuda:N"):
+        parse_args(Config, ["replay_device=gpu"])
     cfg = parse_args(Config, ["storage=memmap", "device=cuda", "replay_device=cpu"])
     assert cfg.replay_on() == torch.device("cpu") and parse_args(Config, ["device=cuda"]).replay_on().type == "cuda"
 

@@ -108,7 +108,11 @@ class Config(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.replay_device and resolve_device(self.replay_device).type != "cpu" and self.storage == "memmap":
+        try:
+            replay_on = self.replay_on()
+        except ValueError as e:
+            raise ValueError(f"replay_{e}") from None  # "replay_device='…' is not valid; valid: …"
+        if self.replay_device and replay_on.type != "cpu" and self.storage == "memmap":
             raise ValueError(f"storage='memmap' with replay_device={self.replay_device!r} is not valid; valid: "
                              "replay_device=cpu or storage=memory")
         if not self.replay_device and self.storage == "memmap" and resolve_device(self.device).type != "cpu":
