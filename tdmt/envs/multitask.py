@@ -123,6 +123,12 @@ class MultiTaskEnv(EnvBase):
                              "reward": torch.from_numpy(reward.astype(np.float32)).view(shape),
                              "done": term | trunc, "terminated": term, "truncated": trunc})
 
+    @property
+    def last_done(self) -> np.ndarray | None:
+        """The last step's done flags as the host's numpy array (``None`` right after a reset): what a wrapper reads
+        to find the rows to reset without reading the device."""
+        return self._last_done
+
     def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
         """TorchRL's ``maybe_reset`` (reset the rows that are done), with the done flags read from the host's copy
         of the last step's (the gymnasium arrays) rather than from the device: on a GPU an env step then waits for

@@ -110,7 +110,7 @@ class _NormalizedEnv(TransformedEnv):
     on a GPU)."""
 
     def maybe_reset(self, tensordict: TensorDictBase) -> TensorDictBase:
-        done = getattr(self.base_env, "_last_done", None)  # MultiTaskEnv's gymnasium done flags (numpy), or None
+        done = getattr(self.base_env, "last_done", None)  # MultiTaskEnv's gymnasium done flags (numpy), or None
         if done is None:
             return super().maybe_reset(tensordict)
         if not done.any():
