@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 
 import torch
+from speed_options import add_speed_arguments, speed_variants  # benchmarks/speed_options.py
 from tensordict import TensorDict
 from torchrl.data import Bounded
 
 from tdmt.algos import a2c_multitask, distill_kl
 from tdmt.algos.a2c_multitask import make_agent
 from tdmt.algos.distill_kl import KLStudentLearner, make_student, make_teacher_actor
-from tdmt.device import resolve_device
 from tdmt.envs import get_suite
 
 REFERENCE = "eager float32"
@@ -111,23 +111,14 @@ def variants(args: argparse.Namespace) -> list[tuple[str, dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd updates")
-    parser.add_argument("--cudagraphs", action="store_true", help="also time CUDA-graph captured updates (CUDA)")
+    add_speed_arguments(parser)
     parser.add_argument("--suite", default="halfcheetah-arora6")
     parser.add_argument("--envs", type=int, default=16, help="envs per task (paper: 16)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=5, help="rollouts (K head updates each) per timing")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json", default="", help="write {'rows': [...]} of the medians here")
     args = parser.parse_args()
-    try:
-        resolve_device(args.device)
-        if args.cudagraphs and not args.device.startswith("cuda"):
-            raise ValueError(f"--cudagraphs with --device={args.device!r} is not valid; valid: --device=cuda")
-    except ValueError as err:
-        parser.error(str(err))
+    speed_variants(parser, args)  # validates --device and --cudagraphs; variants() builds this benchmark's list
     torch.set_num_threads(args.threads)
     print(f"{args.suite}, {args.envs} envs per task, device {args.device}, {args.threads} thread(s); "
           f"median of {args.repeats}; ratio vs {REFERENCE}")

@@ -33,16 +33,15 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch._dynamo
+from speed_options import add_speed_arguments, speed_variants  # benchmarks/speed_options.py
 from tensordict import TensorDict
 from torch import nn
 from torch.nn import functional as F
 
 from tdmt.algos.td3_common import TD3Learner
-from tdmt.device import resolve_device
 from tdmt.modules.td3 import make_student_actor, make_student_critic
 from tdmt.modules.teachers import StackedTeachers
 from tdmt.objectives import TeacherDistillTD3Loss
@@ -183,22 +182,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=6, help="epochs per timing (even: d=2)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
-                        help="tdmt learners' precision(s)")
-    parser.add_argument("--compile", action="store_true", help="add torch.compile'd tdmt learners to eager")
-    parser.add_argument("--cudagraphs", action="store_true", help="add CUDA-graph tdmt learners to eager (CUDA)")
     parser.add_argument("--stages", nargs="+", default=["offline", "online"], choices=["offline", "online"])
-    parser.add_argument("--json", type=Path, help="write the medians here")
+    add_speed_arguments(parser)
     args = parser.parse_args()
-    try:
-        device = resolve_device(args.device)
-        if args.cudagraphs and device.type != "cuda":
-            raise ValueError(f"--cudagraphs with --device {args.device} is not valid; valid: --device cuda")
-    except ValueError as e:
-        parser.error(str(e))
-    speeds = ["eager", *(["compile"] if args.compile else []), *(["cudagraphs"] if args.cudagraphs else []),
-              *(["compile+cudagraphs"] if args.compile and args.cudagraphs else [])]
+    device, speeds = speed_variants(parser, args)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if args.compile:  # one process holds 2 learners x precisions x 2 optimisers, each a guard of the compiled step
         torch._dynamo.config.recompile_limit = 64

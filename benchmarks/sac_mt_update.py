@@ -15,13 +15,12 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from speed_options import add_speed_arguments, speed_variants  # benchmarks/speed_options.py
 from tensordict import TensorDict
 
 from tdmt.algos.sac_mt import Config, MultiTaskSAC
-from tdmt.device import resolve_device
 from tdmt.envs import action_masks, get_suite
 from tdmt.modules import BACKBONES
 
@@ -64,20 +63,9 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
-    parser.add_argument("--compile", action="store_true", help="add torch.compile'd updates to eager")
-    parser.add_argument("--cudagraphs", action="store_true", help="add CUDA-graph updates to eager (CUDA only)")
-    parser.add_argument("--json", type=Path, help="write the medians here")
+    add_speed_arguments(parser)
     args = parser.parse_args()
-    try:
-        device = resolve_device(args.device)
-        if args.cudagraphs and device.type != "cuda":
-            raise ValueError(f"--cudagraphs with --device {args.device} is not valid; valid: --device cuda")
-    except ValueError as e:
-        parser.error(str(e))
-    speeds = ["eager", *(["compile"] if args.compile else []), *(["cudagraphs"] if args.cudagraphs else []),
-              *(["compile+cudagraphs"] if args.compile and args.cudagraphs else [])]
+    device, speeds = speed_variants(parser, args)
     torch.set_num_threads(args.threads)
     print(f"one SAC update, median of {args.repeats}, {args.threads} thread(s), device {device}, torch "
           f"{torch.__version__}; ratio vs eager float32 {args.backbones[0]}")
