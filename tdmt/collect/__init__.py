@@ -3,6 +3,7 @@
 from tdmt.collect.guide import (
     ControlPolicies,
     GuidedBehaviour,
+    GuideReplayBuffer,
     HindsightScores,
     guide_block,
     hindsight_relabel,
@@ -15,6 +16,7 @@ from tdmt.collect.guide import (
 )
 
 __all__ = [
-    "ControlPolicies", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel", "hindsight_scores",
+    "ControlPolicies", "GuidedBehaviour", "GuideReplayBuffer", "HindsightScores", "guide_block", "hindsight_relabel",
+    "hindsight_scores",
     "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice", "state_value",
 ]
