@@ -46,7 +46,7 @@ from speed_options import add_speed_arguments, speed_variants  # benchmarks/spee
 from tensordict import TensorDict
 
 from tdmt.algos.ctpg import Config, CTPGAgent, guide_batch
-from tdmt.collect.guide import GuideReplayBuffer
+from tdmt.data import PerTaskReplayBuffer
 from tdmt.envs import action_masks, get_suite
 from tdmt.modules import BACKBONES
 
@@ -94,7 +94,7 @@ def bench(suite_name: str, backbone: str, repeats: int, blocked_fraction: float,
     blocked = torch.zeros(K, dtype=torch.bool, device=device)
     blocked[: int(round(blocked_fraction * K))] = True
     control, guide_rows = (td.to(device) for td in _replays(agent, N, H))
-    replay = GuideReplayBuffer(K, N, N, device=device)
+    replay = PerTaskReplayBuffer(K, N, N, device=device)
     replay.extend(guide_rows)
     guide = guide_batch(replay, blocked, spread)  # the trainer's [K, N] batch, blocked tasks weighing nothing
     obs = torch.randn(K, suite.obs_max, device=device)

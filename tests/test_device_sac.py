@@ -16,7 +16,6 @@ from tensordict import TensorDict
 
 from tdmt.algos import ctpg, sac_mt
 from tdmt.algos.sac_mt import Config, EpisodeReturns, MultiTaskSAC
-from tdmt.collect.guide import GuideReplayBuffer
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.device import HostSyncCounter, factories_on_meta
 from tdmt.envs import action_masks, get_suite, make_env
@@ -124,7 +123,7 @@ def test_ctpg_steps_and_updates_make_no_host_sync(guide):
 
 
 def test_guide_replay_stores_only_the_masked_rows_without_reading_them():
-    replay = GuideReplayBuffer(2, 3, 4)
+    replay = PerTaskReplayBuffer(2, 3, 4)
     td = TensorDict({"task_id": torch.tensor([0, 1, 0, 1]), "x": torch.arange(4.0)}, [4])
     with HostSyncCounter() as counter:
         replay.extend_where(td, torch.tensor([True, False, False, True]))
@@ -181,7 +180,7 @@ def _make_guide(**speed):
     torch.manual_seed(0)
     agent = ctpg.CTPGAgent(ctpg.Config(**{**TINY, "hidden": (8,), "guide_hidden": (8,), "guide_step": 2, **speed}),
                            SUITE)
-    replay = GuideReplayBuffer(SUITE.num_tasks, 50, 8)
+    replay = PerTaskReplayBuffer(SUITE.num_tasks, 50, 8)
     K, n, H = SUITE.num_tasks, 20, 2
     tid = torch.arange(K)[:, None].expand(K, n)
     replay.extend(TensorDict({

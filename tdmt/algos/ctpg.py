@@ -31,7 +31,7 @@ in a batch of one fixed shape (:func:`guide_batch`).
 Device (DESIGN §9): everything but the env lives on ``device=`` — networks, optimiser states, targets, temperatures,
 the gates' state, both replays (on ``replay_device=`` if set), the behaviour state and the episode accumulators.
 Between logging intervals no env step, draw, control update or guide update reads the device: finished guide blocks
-are stored with a mask (``GuideReplayBuffer.extend_where``), on CUDA the behaviour draw runs at every step and the
+are stored with a mask (``PerTaskReplayBuffer.extend_where``), on CUDA the behaviour draw runs at every step and the
 rows starting a block take it, statistics stay tensors until :meth:`Trainer.metrics` reads them at a log step.
 ``guide_block=success`` decides "every task blocked" (no guide update) from the last evaluation, already on the host.
 """
@@ -62,7 +62,6 @@ from tdmt.collect import (
     qmp_choice,
     state_value,
 )
-from tdmt.collect.guide import GuideReplayBuffer
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.device import autocast, resolve_device, speed_wrap
 from tdmt.envs import MultiTaskEnv, Suite, get_suite, make_env
@@ -420,7 +419,7 @@ class Trainer:
         self.buffers = {"replay": self.replay}
         self.guide_replay = None
         if self.agent.guide is not None:  # one guide transition per H env steps
-            self.guide_replay = GuideReplayBuffer(K, max(1, capacity // cfg.guide_step), cfg.batch_size_per_task,
+            self.guide_replay = PerTaskReplayBuffer(K, max(1, capacity // cfg.guide_step), cfg.batch_size_per_task,
                                                   storage=cfg.storage, device=replay_device)
             self.buffers["guide_replay"] = self.guide_replay
         self.returns = sac_mt.EpisodeReturns(K, self.agent.sac.device)

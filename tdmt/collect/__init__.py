@@ -3,7 +3,6 @@
 from tdmt.collect.guide import (
     ControlPolicies,
     GuidedBehaviour,
-    GuideReplayBuffer,
     HindsightScores,
     guide_block,
     hindsight_relabel,
@@ -16,7 +15,7 @@ from tdmt.collect.guide import (
 )
 
 __all__ = [
-    "ControlPolicies", "GuidedBehaviour", "GuideReplayBuffer", "HindsightScores", "guide_block", "hindsight_relabel",
+    "ControlPolicies", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel",
     "hindsight_scores",
     "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice", "state_value",
 ]

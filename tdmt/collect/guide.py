@@ -16,7 +16,7 @@ at each episode start (a ``done`` ends the running block). Each finished block e
 ``(s_t, j, R = Σ_{k<n} γ^k r_{t+k}, s_{t+n}, done, terminated, n, the H (s, a) pairs, valid)`` with ``n ≤ H``
 (``n < H`` only when the episode ended inside the block). Nothing here reads the device (DESIGN §9): rows are
 selected with masks, and :meth:`GuidedBehaviour.record` returns every row with an ``ended`` mask (a fixed shape)
-for :meth:`GuideReplayBuffer.extend_where` to store.
+for :meth:`PerTaskReplayBuffer.extend_where <tdmt.data.PerTaskReplayBuffer.extend_where>` to store.
 
 Control policies are reached through :class:`ControlPolicies` ("act as task j" = evaluate the shared control
 network with task j's conditioning on any row); ``tdmt.algos.ctpg`` adapts the SAC backbones to it.
@@ -29,10 +29,8 @@ from typing import NamedTuple, Protocol
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from tdmt.data import PerTaskReplayBuffer
-
 __all__ = [
-    "ControlPolicies", "GuideReplayBuffer", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel",
+    "ControlPolicies", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel",
     "hindsight_scores", "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice",
     "state_value",
 ]
@@ -285,39 +283,3 @@ class GuidedBehaviour:
 
 
 # ---------------------------------------------------------------------------------------------- guide replay
-class GuideReplayBuffer(PerTaskReplayBuffer):
-    """The per-task replay of guide transitions, with :meth:`extend_where`: store only the rows of a fixed-shape
-    batch that a mask selects, without reading the mask on the host (DESIGN §9).
-
-    (A masked ``extend`` belongs in :class:`tdmt.data.PerTaskReplayBuffer`; it lives here until it moves there.)
-    """
-
-    def extend_where(self, td: TensorDictBase, keep: torch.Tensor) -> None:
-        """Add the rows of ``td`` (any leading shape) where ``keep`` is true, each to the ring of its task.
-
-        Every row is written: a kept row at its task's cursor, the others onto the slots just past the kept ones,
-        with the values those slots already hold (read first), so that no live transition changes; the cursors
-        move by the kept counts only. Takes at most ``capacity_per_task`` rows of one task per call.
-        """
-        flat = td.reshape(-1).to(self.device, non_blocking=True)
-        keep = keep.reshape(-1).to(self.device, non_blocking=True)
-        tid = flat.get(self.task_key).reshape(-1).long()
-        torch._assert_async(((tid >= 0) & (tid < self.num_tasks)).all(),
-                            f"{self.task_key} out of range [0, {self.num_tasks})")
-        if self._data is None:
-            self._allocate(flat[0])
-        kept = self._counter().index_add_(0, tid, keep.long())
-        rows = self._counter().index_add_(0, tid, torch.ones_like(tid))
-        torch._assert_async((rows <= self.capacity).all(), f"extend_where takes at most capacity_per_task="
-                            f"{self.capacity} rows of one task per call")
-        order = torch.argsort(tid * 2 + (~keep).long(), stable=True)  # each task's kept rows first
-        tid_sorted, keep_sorted = tid[order], keep[order]
-        rank = torch.arange(tid.numel(), device=self.device) - (torch.cumsum(rows, 0) - rows)[tid_sorted]
-        pos = (self._cursor[tid_sorted] + rank) % self.capacity
-        old = self._data[tid_sorted, pos]
-        new = flat[order].apply(lambda value, previous: torch.where(
-            keep_sorted.view(-1, *([1] * (value.dim() - 1))), value, previous), old)
-        self._data[tid_sorted, pos] = new
-        self._cursor = (self._cursor + kept) % self.capacity
-        self._size = torch.clamp(self._size + kept, max=self.capacity)
-        self._total += kept

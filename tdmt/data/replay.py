@@ -86,20 +86,25 @@ class PerTaskReplayBuffer:
             prefix = self.scratch_dir or tempfile.mkdtemp(prefix="tdmt-replay-")
             self._data = example.expand(*shape).memmap_like(prefix=prefix, existsok=True)
 
-    def extend(self, td: TensorDictBase) -> None:
-        """Add transitions with any leading batch shape; each goes to the ring of its ``task_id``."""
+    def _routed(self, td: TensorDictBase) -> tuple[TensorDictBase, torch.Tensor]:
+        """``td`` flattened onto the buffer's device and its task ids (range-checked where they live, without
+        waiting for the device: on the CPU it raises at once); allocates the storage on the first call."""
         flat = td.reshape(-1)
-        if flat.numel() == 0:
-            return
         if self.task_key not in flat.keys():
             raise KeyError(f"transitions need a {self.task_key!r} entry to be routed to their task")
         flat = flat.to(self.device, non_blocking=True)
         tid = flat.get(self.task_key).reshape(-1).long()
-        # Checked where the ids live, without waiting for the device (on the CPU it raises at once).
         torch._assert_async(((tid >= 0) & (tid < self.num_tasks)).all(),
                             f"{self.task_key} out of range [0, {self.num_tasks})")
         if self._data is None:
             self._allocate(flat[0])
+        return flat, tid
+
+    def extend(self, td: TensorDictBase) -> None:
+        """Add transitions with any leading batch shape; each goes to the ring of its ``task_id``."""
+        if td.numel() == 0:
+            return
+        flat, tid = self._routed(td)
         # Per-task counts by scatter-add: torch.bincount reads the max on the host first.
         counts = self._counter().index_add_(0, tid, torch.ones_like(tid))
         order = torch.argsort(tid, stable=True)
@@ -113,6 +118,31 @@ class PerTaskReplayBuffer:
         self._cursor = (self._cursor + counts) % self.capacity
         self._size = torch.clamp(self._size + counts, max=self.capacity)
         self._total += counts
+
+    def extend_where(self, td: TensorDictBase, keep: torch.Tensor) -> None:
+        """Add the rows of ``td`` (any leading shape) where ``keep`` is true, each to the ring of its task.
+
+        Every row is written: a kept row at its task's cursor, the others onto the slots just past the kept ones,
+        with the values those slots already hold (read first), so that no live transition changes; the cursors
+        move by the kept counts only. Takes at most ``capacity_per_task`` rows of one task per call.
+        """
+        flat, tid = self._routed(td)
+        keep = keep.reshape(-1).to(self.device, non_blocking=True)
+        kept = self._counter().index_add_(0, tid, keep.long())
+        rows = self._counter().index_add_(0, tid, torch.ones_like(tid))
+        torch._assert_async((rows <= self.capacity).all(), f"extend_where takes at most capacity_per_task="
+                            f"{self.capacity} rows of one task per call")
+        order = torch.argsort(tid * 2 + (~keep).long(), stable=True)  # each task's kept rows first
+        tid_sorted, keep_sorted = tid[order], keep[order]
+        rank = torch.arange(tid.numel(), device=self.device) - (torch.cumsum(rows, 0) - rows)[tid_sorted]
+        pos = (self._cursor[tid_sorted] + rank) % self.capacity
+        old = self._data[tid_sorted, pos]
+        new = flat[order].apply(lambda value, previous: torch.where(
+            keep_sorted.view(-1, *([1] * (value.dim() - 1))), value, previous), old)
+        self._data[tid_sorted, pos] = new
+        self._cursor = (self._cursor + kept) % self.capacity
+        self._size = torch.clamp(self._size + kept, max=self.capacity)
+        self._total += kept
 
     # ------------------------------------------------------------------ reading
     def num_transitions(self, task: int | None = None) -> int:
