@@ -141,9 +141,11 @@ class HostSyncCounter(TorchDispatchMode):
 
     def _counting(self, name: str, original: Callable) -> Callable:
         def call(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            if not self._paused:
-                self._record(f"Tensor.{name}")
-            return original(tensor, *args, **kwargs)
+            if self._paused:
+                return original(tensor, *args, **kwargs)
+            self._record(f"Tensor.{name}")
+            with self.paused():  # an active TorchFunctionMode calls the method again through the class attribute
+                return original(tensor, *args, **kwargs)
 
         return call
 
@@ -169,9 +171,5 @@ class HostSyncCounter(TorchDispatchMode):
 def factories_on_meta() -> Iterator[None]:
     """Make every tensor factory call without ``device=`` produce a meta tensor (``torch.randn(3)`` included), so that
     a step that creates a tensor on an implicit device fails on the first mix with real ones."""
-    previous = torch.get_default_device()
-    torch.set_default_device("meta")
-    try:
+    with torch.device("meta"):  # pushed and popped as a mode: the previous default (mode or none) comes back as it was
         yield
-    finally:
-        torch.set_default_device(previous)

@@ -133,3 +133,21 @@ def test_factories_on_meta_expose_a_tensor_made_on_an_implicit_device():
             (real + implicit).sum().item()
     assert explicit.device.type == "cpu" and implicit.device.type == "meta"
     assert torch.get_default_device().type == "cpu"
+
+
+def test_counting_is_exact_under_a_default_device_and_factories_on_meta_leaves_no_mode_behind():
+    """``torch.set_default_device`` installs a TorchFunctionMode that re-enters ``Tensor.tolist`` through the class
+    attribute: a call is still one sync. ``factories_on_meta`` restores the mode stack as it found it."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    before = len(_get_current_function_mode_stack())
+    with factories_on_meta():
+        assert len(_get_current_function_mode_stack()) == before + 1
+    assert len(_get_current_function_mode_stack()) == before
+    torch.set_default_device("cpu")
+    try:
+        with HostSyncCounter() as syncs:
+            torch.arange(3).tolist()
+        assert syncs.counts == {"Tensor.tolist": 1}
+    finally:
+        torch.set_default_device(None)
