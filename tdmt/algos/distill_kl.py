@@ -353,8 +353,7 @@ def paired_evaluate(env: MultiTaskEnv, policy, seed: int) -> EvalResult:
 
 def normalised_scores(student: EvalResult, teacher: EvalResult, random: EvalResult) -> list[float]:
     """``(R_student − R_random) / (R_teacher − R_random)`` per task (1 = the teacher's return, 0 = random's)."""
-    return [(s - r) / (t - r) if t != r else float("nan")
-            for s, t, r in zip(student.return_mean, teacher.return_mean, random.return_mean)]
+    return [tables.normalised(s, t, r) for s, t, r in zip(student.return_mean, teacher.return_mean, random.return_mean)]
 
 
 def teachers_obs_norm(state: dict, num_tasks: int, obs_dim: int,
