@@ -241,3 +241,23 @@ def test_bfloat16_autocasts_the_update_on_the_device_type(learner, monkeypatch):
     assert seen == [("cpu", torch.bfloat16)]
     assert all(torch.isfinite(v).all() for v in out.values())
     assert dataclasses.replace(obj.cfg, precision="float32").precision == "float32"
+
+
+def test_the_every_task_blocked_check_is_answered_on_the_host_and_survives_a_resume():
+    """``guide_block=success`` blocks every task once each succeeds above the threshold: decided from the evaluation
+    the host already read (no sync per guide update), and restored with the checkpoint."""
+    def agent() -> ctpg.CTPGAgent:
+        return ctpg.CTPGAgent(ctpg.Config(**{**TINY, "hidden": (8,), "guide_hidden": (8,), "guide_block": "success"}),
+                              SUITE)
+
+    first = agent()
+    assert not first.all_blocked()
+    with HostSyncCounter() as syncs:
+        first.set_success([0.9, 0.5, 0.95])
+        partly = first.all_blocked()
+        first.set_success([0.9, 0.85, 0.95])
+        every = first.all_blocked()
+    assert (partly, every) == (False, True) and syncs.total == 0, syncs.report()
+    resumed = agent()
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.all_blocked()

@@ -245,6 +245,7 @@ class CTPGAgent:
         own = torch.arange(suite.num_tasks, device=self.sac.device).repeat_interleave(num_envs_per_task)
         self.behaviour = GuidedBehaviour(own, suite.obs_max, suite.act_max, cfg.guide_step, cfg.gamma)
         self.last_success = torch.zeros(suite.num_tasks, device=self.sac.device)
+        self._every_task_succeeds = False  # last_success > threshold for every task, kept on the host
         # choice_counts[i, j]: behaviour draws of task i that picked π_j (block starts after the random phase)
         self.choice_counts = torch.zeros(suite.num_tasks, suite.num_tasks, device=self.sac.device)
         self.env_steps = 0
@@ -254,14 +255,13 @@ class CTPGAgent:
     def set_success(self, success_rate: list[float]) -> None:
         """The latest evaluation's success rate per task (the ``guide_block=success`` gate)."""
         self.last_success = torch.tensor(success_rate, device=self.last_success.device)
+        self._every_task_succeeds = all(s > self.cfg.block_success_threshold for s in success_rate)
 
     def all_blocked(self) -> bool:
         """Whether the guide-block gate blocks every task (then there is no guide update), answered on the host:
         only ``guide_block=success`` can block them all (Eq. 14 cannot: not every ``log α_i`` exceeds the mean),
-        and its input is the last evaluation, read on the host already."""
-        if self.cfg.guide_block != "success":
-            return False
-        return bool((self.last_success.cpu() > self.cfg.block_success_threshold).all())
+        and its input is the last evaluation, read on the host already (:meth:`set_success`)."""
+        return self.cfg.guide_block == "success" and self._every_task_succeeds
 
     def blocked(self) -> torch.Tensor:
         """``[K]`` tasks that use no guidance now (guide-block gate)."""
@@ -326,6 +326,7 @@ class CTPGAgent:
     def load_state_dict(self, state: dict) -> None:
         self.sac.load_state_dict(state["sac"])
         self.last_success.copy_(state["last_success"])  # into this run's device (checkpoints load on the CPU)
+        self._every_task_succeeds = bool((state["last_success"] > self.cfg.block_success_threshold).all())
         self.choice_counts.copy_(state["choice_counts"])
         if self.guide is not None:
             self.guide.load_state_dict(state["guide"])
