@@ -93,7 +93,7 @@ def test_a2c_collector_and_learner_make_no_host_sync_after_warm_up():
             stats = [s for batch in batches for s in _a2c_updates(agent, batch)]
         assert syncs.total == 0, "learner:\n" + syncs.report()
     assert all(float(s) > 0 for s in stats)  # real updates ran (read after counting)
-    assert float(rollouts.return_count.sum()) == 0  # Pendulum's 200-step episodes: none ended, none counted
+    assert float(rollouts.returns.count.sum()) == 0  # Pendulum's 200-step episodes: none ended, none counted
 
 
 def test_kl_collector_and_learner_make_no_host_sync_after_warm_up():
@@ -114,13 +114,13 @@ def test_kl_collector_and_learner_make_no_host_sync_after_warm_up():
 
 def test_episode_returns_are_summed_per_task_on_the_device_and_read_once():
     _, env, rollouts = _a2c()
-    rollouts.episode_return.fill_(1.0)
+    rollouts.returns.running.fill_(1.0)
     td = rollouts.td.clone()
     td.set(("next", "reward"), torch.full((K, E, 1), 2.0))
     td.set(("next", "done"), torch.tensor([[True, False], [False, False], [True, True]]).unsqueeze(-1))
-    rollouts._track(td)
+    rollouts.returns.add(td.get(("next", "reward")), td.get(("next", "done")))
     assert rollouts.pop_returns(["a", "b", "c"]) == {"train/a/return": 3.0, "train/c/return": 3.0}
-    torch.testing.assert_close(rollouts.episode_return, torch.tensor([[0.0, 3.0], [3.0, 3.0], [0.0, 0.0]]))
+    torch.testing.assert_close(rollouts.returns.running, torch.tensor([[0.0, 3.0], [3.0, 3.0], [0.0, 0.0]]))
     assert rollouts.pop_returns(["a", "b", "c"]) == {}  # read and cleared
 
 
@@ -155,7 +155,7 @@ def test_a_rollout_step_and_every_update_create_tensors_only_on_their_device():
         stats = _a2c_updates(agent, batch)
         kl_batch = kl_rollouts.collect(behaviour, 1)
         kls = _kl_updates(learner, kl_batch)
-    for t in [*stats, *kls, batch["action"], kl_batch[("teacher", "loc")], rollouts.episode_return]:
+    for t in [*stats, *kls, batch["action"], kl_batch[("teacher", "loc")], rollouts.returns.running]:
         assert t.device.type == "cpu"
     assert all(bool(torch.isfinite(t)) for t in [*stats, *kls])
 

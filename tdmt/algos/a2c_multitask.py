@@ -60,6 +60,7 @@ from torchrl.objectives import A2CLoss
 
 from tdmt import tables
 from tdmt.algos.run import TrainingRun
+from tdmt.collect.returns import EpisodeReturns
 from tdmt.config import BaseConfig
 from tdmt.device import autocast, speed_wrap
 from tdmt.envs import MultiTaskEnv, TaskObservationNorm, get_suite, make_env
@@ -310,15 +311,14 @@ class Rollouts:
     """Steps a multi-task env ``t_max`` steps at a time, carrying the state across calls; tracks episode returns.
 
     The env's batch is task-major (``[K]`` or ``[K, E]``): the policy runs under ``task_layout("task_major")``, and
-    finished episodes' returns are summed per task on the env's device (``return_sum``, ``return_count``), read
-    once by :meth:`pop_returns` at a logging interval."""
+    finished episodes' returns are summed per task on the env's device (:class:`~tdmt.collect.EpisodeReturns`),
+    read once by :meth:`pop_returns` at a logging interval."""
 
     def __init__(self, env: MultiTaskEnv):
         self.env = env
         self.td = env.reset()
-        self.episode_return = torch.zeros(env.batch_size, device=env.device)
-        self.return_sum = torch.zeros(env.suite.num_tasks, device=env.device)
-        self.return_count = torch.zeros(env.suite.num_tasks, device=env.device)
+        K = env.suite.num_tasks
+        self.returns = EpisodeReturns(K, env.device, envs_per_task=env.batch_size.numel() // K)
 
     @torch.no_grad()
     def collect(self, policy: Callable[[TensorDictBase], TensorDictBase], t_max: int) -> TensorDictBase:
@@ -328,23 +328,12 @@ class Rollouts:
             for _ in range(t_max):
                 td, self.td = self.env.step_and_maybe_reset(policy(self.td))
                 steps.append(td)
-                self._track(td)
+                self.returns.add(td.get(("next", "reward")), td.get(("next", "done")))
         return torch.stack(steps, -1).contiguous()
-
-    def _track(self, td: TensorDictBase) -> None:
-        self.episode_return += td.get(("next", "reward")).squeeze(-1)
-        done = td.get(("next", "done")).squeeze(-1)
-        tasks = self.return_sum.shape[0]
-        self.return_sum += (self.episode_return * done).reshape(tasks, -1).sum(-1)
-        self.return_count += done.reshape(tasks, -1).sum(-1)
-        self.episode_return.mul_(~done)
 
     def pop_returns(self, task_names: Sequence[str], prefix: str = "train") -> dict[str, float]:
         """Mean return of the episodes finished since the last call, per task (tasks with none are left out)."""
-        sums, counts = torch.stack([self.return_sum, self.return_count]).tolist()
-        self.return_sum.zero_()
-        self.return_count.zero_()
-        return {f"{prefix}/{name}/return": s / c for name, s, c in zip(task_names, sums, counts) if c}
+        return {f"{prefix}/{task_names[k]}/return": mean for k, mean in self.returns.pop().items()}
 
 
 def eval_row(results: Sequence[EvalResult]) -> dict[str, float]:

@@ -62,6 +62,7 @@ from tdmt.collect import (
     qmp_choice,
     state_value,
 )
+from tdmt.collect.returns import EpisodeReturns
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.device import autocast, resolve_device, speed_wrap
 from tdmt.envs import MultiTaskEnv, Suite, get_suite, make_env
@@ -423,7 +424,7 @@ class Trainer:
             self.guide_replay = PerTaskReplayBuffer(K, max(1, capacity // cfg.guide_step), cfg.batch_size_per_task,
                                                   storage=cfg.storage, device=replay_device)
             self.buffers["guide_replay"] = self.guide_replay
-        self.returns = sac_mt.EpisodeReturns(K, self.agent.sac.device)
+        self.returns = EpisodeReturns(K, self.agent.sac.device)
         self.td = self.env.reset()
         self.last: dict[str, torch.Tensor] | None = None
         self.guide_row: dict[str, torch.Tensor] = {}

@@ -23,8 +23,8 @@ API summary
 
 Device (DESIGN §9): ``device=`` holds networks, optimiser states, targets, temperatures, the replay (unless
 ``replay_device=`` says otherwise; ``storage=memmap`` needs a CPU replay) and the episode accumulators
-(:class:`EpisodeReturns`); the envs step on the CPU and hand over their batch once per step. Between logging
-intervals neither an env step nor an update reads the device: training-episode returns are logged every
+(:class:`~tdmt.collect.EpisodeReturns`); the envs step on the CPU and hand over their batch once per step. Between
+logging intervals neither an env step nor an update reads the device: training-episode returns are logged every
 ``log_every`` steps as the mean of the episodes that ended in the interval.
 """
 
@@ -43,6 +43,7 @@ from torchrl.objectives import SoftUpdate, ValueEstimators
 
 from tdmt import tables
 from tdmt.algos.run import TrainingRun
+from tdmt.collect.returns import EpisodeReturns
 from tdmt.config import BaseConfig
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.device import autocast, resolve_device, speed_wrap
@@ -268,32 +269,6 @@ class MultiTaskSAC:
         self.updates = state["updates"]
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-
-
-class EpisodeReturns:
-    """Training-episode returns per task, summed on the device as the env steps (no host read: a mask, not a
-    branch, at episode ends) and read by :meth:`pop` at logging intervals."""
-
-    def __init__(self, num_tasks: int, device: torch.device, envs_per_task: int = 1):
-        self.running = torch.zeros(num_tasks, envs_per_task, device=device)  # of the episodes under way
-        self.total = torch.zeros(num_tasks, device=device)  # of the episodes finished since the last pop
-        self.count = torch.zeros(num_tasks, device=device)
-
-    def add(self, reward: torch.Tensor, done: torch.Tensor) -> None:
-        """One env step: ``reward``/``done`` of shape ``[K, ...]`` (row k: task k)."""
-        ended = done.reshape(self.running.shape).to(self.running.dtype)
-        running = self.running + reward.reshape(self.running.shape)
-        self.total += (running * ended).sum(-1)
-        self.count += ended.sum(-1)
-        self.running = running * (1 - ended)
-
-    def pop(self) -> dict[int, float]:
-        """Mean return per task of the episodes finished since the last call (tasks with none are left out); reads
-        the device once."""
-        total, count = torch.stack([self.total, self.count]).tolist()
-        self.total.zero_()
-        self.count.zero_()
-        return {k: t / c for k, (t, c) in enumerate(zip(total, count)) if c > 0}
 
 
 def update_metrics(out: dict[str, torch.Tensor], task_names: list[str]) -> dict[str, float]:

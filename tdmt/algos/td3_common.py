@@ -39,6 +39,7 @@ from torchrl.objectives import SoftUpdate, TD3Loss, ValueEstimators
 
 from tdmt import tables
 from tdmt.algos.run import TrainingRun
+from tdmt.collect.returns import EpisodeReturns
 from tdmt.config import BaseConfig
 from tdmt.data import PerTaskReplayBuffer
 from tdmt.device import autocast, resolve_device, speed_wrap
@@ -371,9 +372,7 @@ class OnlineCollector:
         self.num_tasks = env.suite.num_tasks
         self.buffer = PerTaskReplayBuffer(self.num_tasks, capacity_per_task, batch_size_per_task, storage=storage,
                                           scratch_dir=scratch_dir, device=replay_device or env.device)
-        self.episode_return = torch.zeros(self.num_tasks, device=env.device)
-        self.ended_return = torch.zeros(self.num_tasks, device=env.device)  # summed over episodes ended since read
-        self.ended_count = torch.zeros(self.num_tasks, device=env.device)
+        self.returns = EpisodeReturns(self.num_tasks, env.device)
         self.td: TensorDictBase | None = None
 
     def step(self, actor: TensorDictModule, sigma: float, random: bool = False) -> None:
@@ -383,20 +382,13 @@ class OnlineCollector:
         td = explore(actor, self.td, self.env.action_masks, sigma, random)
         td, self.td = self.env.step_and_maybe_reset(td)
         td = td.select(*STORED_KEYS, strict=False)
-        ended = td.get(("next", "done")).reshape(self.num_tasks).to(self.episode_return.dtype)
-        self.episode_return += td.get(("next", "reward")).reshape(self.num_tasks)
+        self.returns.add(td.get(("next", "reward")), td.get(("next", "done")))
         self.buffer.extend(td)
-        self.ended_return += ended * self.episode_return
-        self.ended_count += ended
-        self.episode_return *= 1 - ended
 
     def read_returns(self) -> dict[int, float]:
         """``{task: mean return}`` of the episodes that ended since the last call (tasks without one are left out);
         reads the device: call at logging intervals only."""
-        counts, sums = self.ended_count.tolist(), self.ended_return.tolist()
-        self.ended_count.zero_()
-        self.ended_return.zero_()
-        return {k: total / count for k, (total, count) in enumerate(zip(sums, counts)) if count > 0}
+        return self.returns.pop()
 
     def sample(self) -> TensorDictBase:
         return self.buffer.sample()

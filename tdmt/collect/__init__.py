@@ -13,9 +13,10 @@ from tdmt.collect.guide import (
     qmp_choice,
     state_value,
 )
+from tdmt.collect.returns import EpisodeReturns
 
 __all__ = [
-    "ControlPolicies", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel",
+    "ControlPolicies", "EpisodeReturns", "GuidedBehaviour", "HindsightScores", "guide_block", "hindsight_relabel",
     "hindsight_scores",
     "masked_guide_sample", "own_entropy_bonus", "policy_filter_mask", "qmp_choice", "state_value",
 ]
